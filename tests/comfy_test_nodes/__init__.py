@@ -1,0 +1,82 @@
+"""Test-only ComfyUI nodes, loaded by the test server beside the DeT pack (never shipped to users).
+
+The real HunyuanVideo text encoder is 4096 wide and cannot be made tiny, so tests build HunyuanVideo-shaped
+conditioning at the tiny checkpoint's text width here.
+"""
+
+import torch
+from comfy_api.latest import ComfyExtension, io
+
+
+class DeTTestConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DeTTestConditioning",
+            display_name="DeT Test Conditioning (tests only)",
+            category="DeT/testing",
+            inputs=[
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the random text features."),
+                io.Int.Input("tokens", default=8, min=1, max=512, tooltip="Number of text tokens."),
+                io.Int.Input("width", default=32, min=1, max=4096, tooltip="Text feature width (the tiny model's)."),
+                io.Float.Input("guidance", default=6.0, min=0.0, max=100.0, tooltip="Embedded guidance."),
+            ],
+            outputs=[io.Conditioning.Output()],
+        )
+
+    @classmethod
+    def execute(cls, seed, tokens, width, guidance):
+        g = torch.Generator().manual_seed(seed)
+        cross_attn = torch.randn(1, tokens, width, generator=g)
+        pooled = torch.randn(1, 768, generator=g)
+        return io.NodeOutput([[cross_attn, {"pooled_output": pooled, "guidance": guidance}]])
+
+
+class DeTTestInspect(io.ComfyNode):
+    """Reports what a tensor holds (shape, dtype, range, a content checksum) as UI text, for assertions."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DeTTestInspect",
+            display_name="DeT Test Inspect (tests only)",
+            category="DeT/testing",
+            inputs=[
+                io.AnyType.Input("value", tooltip="An IMAGE, MASK, LATENT or plain value."),
+                io.String.Input("label", default="", tooltip="Free text echoed back."),
+            ],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, value, label):
+        import hashlib
+        import json
+
+        from comfy_api.latest import ui
+
+        if isinstance(value, dict) and "samples" in value:
+            value = value["samples"]
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu()
+            report = {
+                "shape": list(t.shape), "dtype": str(t.dtype),
+                "min": float(t.min()), "max": float(t.max()), "mean": float(t.float().mean()),
+                "finite": bool(torch.isfinite(t).all()),
+                "sha1": hashlib.sha1(t.contiguous().numpy().tobytes()).hexdigest(),
+                "frame_means": [float(x) for x in t.float().reshape(t.shape[0], -1).mean(1)] if t.ndim >= 2 else [],
+            }
+        else:
+            report = {"value": value if isinstance(value, (int, float, str, bool)) else repr(value)}
+        report["label"] = label
+        return io.NodeOutput(ui=ui.PreviewText(json.dumps(report)))
+
+
+class _Ext(ComfyExtension):
+    async def get_node_list(self):
+        return [DeTTestConditioning, DeTTestInspect]
+
+
+async def comfy_entrypoint():
+    return _Ext()

@@ -1,0 +1,97 @@
+"""Fixtures: a real ComfyUI server with the DeT pack and the test-only nodes, a tiny HunyuanVideo checkpoint in
+its models folder, and a small client. The server runs from an isolated base directory (its own models, input,
+output, user and custom_nodes folders), so tests never touch the host's own folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(ROOT, "tests")
+SHARED_EXAMPLES = os.path.join(os.path.dirname(ROOT), "shared", "mtbench_examples")
+ARTIFACTS = os.path.join(ROOT, "test_artifacts")
+
+sys.path.insert(0, ROOT)
+sys.path.insert(0, TESTS)
+
+from det_core.client import ComfyClient  # noqa: E402
+from det_core.host import ComfyServer, check_host_dir, prepare_base_dir  # noqa: E402
+
+
+def host_dir() -> str:
+    if os.environ.get("COMFYUI_DIR"):
+        return check_host_dir(os.environ["COMFYUI_DIR"])
+    marker = os.path.join(ROOT, ".comfyui-path")
+    if os.path.isfile(marker):
+        return check_host_dir(open(marker).read().strip())
+    return check_host_dir(os.path.join(ROOT, ".comfyui"))
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture(scope="session")
+def comfy_host() -> str:
+    from tiny_models import import_comfy
+
+    path = host_dir()
+    import_comfy(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def comfy_base(comfy_host, tmp_path_factory) -> str:
+    from tiny_models import TINY_HV_FILE, write_tiny_hunyuan_video
+
+    base = prepare_base_dir(str(tmp_path_factory.mktemp("comfy_base")),
+                            {"det_test_nodes": os.path.join(TESTS, "comfy_test_nodes")})
+    write_tiny_hunyuan_video(os.path.join(base, "models", "diffusion_models", TINY_HV_FILE), seed=0)
+    return base
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_host, comfy_base):
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    server = ComfyServer(comfy_host, base_dir=comfy_base, log_path=os.path.join(ARTIFACTS, "comfyui-server.log"))
+    if os.path.exists(server.log_path):
+        os.remove(server.log_path)
+    server.start(timeout=240)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def comfy(comfy_server, request) -> ComfyClient:
+    """A client of the session's server; prints the server log's tail when the test fails."""
+    start = len(comfy_server.log_text())
+    yield ComfyClient(comfy_server.url)
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(f"\n----- ComfyUI server log during {request.node.name} -----")
+        print(comfy_server.log_text()[start:][-8000:])
+    assert comfy_server.alive(), "the ComfyUI server died during the test:\n" + comfy_server.log_tail()
+
+
+@pytest.fixture
+def input_dir(comfy_base) -> str:
+    return os.path.join(comfy_base, "input")
+
+
+@pytest.fixture(scope="session")
+def mtbench_examples() -> str:
+    if not os.path.isdir(SHARED_EXAMPLES):
+        pytest.skip(f"the MTBench examples are not at {SHARED_EXAMPLES} (shared data beside the clone)")
+    return SHARED_EXAMPLES
+
+
+def inspect_report(result, node_id: str) -> dict:
+    """The JSON that a DeTTestInspect node reported."""
+    return json.loads(result.outputs[node_id]["text"][0])
