@@ -188,35 +188,33 @@ def load_video(path: str, settings: LoadSettings = LoadSettings()) -> LoadedVide
         src_fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
         plan = SizePlan.make(src_w, src_h, settings.width, settings.height, settings.snap, name)
 
-        decoded = 0
-        resampled = 0
+        # 1. stream the frames through the selection; stop reading once the cap is reached
+        read = 0
         kept: list[np.ndarray] = []
         source = _decoded(container, path)
         timeline = _resampled(source, settings.force_rate, src_fps) if settings.force_rate > 0 else source
         for _, frame in timeline:
-            resampled += 1
-            idx = resampled - 1 - settings.skip_first_frames
+            read += 1
+            idx = read - 1 - settings.skip_first_frames
             if idx < 0 or idx % settings.select_every_nth:
                 continue
             kept.append(plan.apply(frame))
             if settings.frame_load_cap and len(kept) >= settings.frame_load_cap:
                 break
-        decoded = resampled
     finally:
         container.close()
 
-    # 1. explain an empty result by the step that emptied it
-    counts = {"decoded" if settings.force_rate <= 0 else f"at {settings.force_rate:g} fps": decoded}
-    if decoded == 0:
+    # 2. explain an empty result by the step that emptied it
+    rate_note = f" at force_rate={settings.force_rate:g}" if settings.force_rate > 0 else ""
+    if read == 0:
         raise VideoError(f"{path} contains no video frames; re-export the file")
     if not kept:
         raise VideoError(
             f"{path}: skip_first_frames={settings.skip_first_frames} is past the end: the video has only "
-            f"{decoded} frames" + (f" at force_rate={settings.force_rate:g}" if settings.force_rate > 0 else "")
-            + "; lower skip_first_frames" + (" or raise force_rate" if settings.force_rate > 0 else "")
+            f"{read} frames{rate_note}; lower skip_first_frames" + (" or raise force_rate" if rate_note else "")
         )
-    counts["selected"] = len(kept)
-    # 2. 4k+1 frames for the HunyuanVideo VAE
+    counts = {f"read{rate_note}": read, "selected": len(kept)}
+    # 3. 4k+1 frames for the HunyuanVideo VAE
     if settings.trim_4k_plus_1:
         keep = (len(kept) - 1) // 4 * 4 + 1
         del kept[keep:]

@@ -69,7 +69,8 @@ class DeTLoadVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, video: str, **kwargs) -> bool | str:
+    def validate_inputs(cls, video: str) -> bool | str:
+        # only `video` here: ComfyUI skips its own min/max checks for every input this method receives
         if not video:
             return "no video chosen: upload a video or put one in ComfyUI's input folder"
         path = resolve_video_path(video)
