@@ -95,3 +95,26 @@ def mtbench_examples() -> str:
 def inspect_report(result, node_id: str) -> dict:
     """The JSON that a DeTTestInspect node reported."""
     return json.loads(result.outputs[node_id]["text"][0])
+
+
+@pytest.fixture
+def tiny_transformer(comfy_host):
+    """ComfyUI's HunyuanVideo transformer at the tiny test size, seeded weights, in this process."""
+    import torch
+    import comfy.ops
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+    from tiny_models import TINY_HV, tiny_hunyuan_video_state_dict
+
+    model = HunyuanVideo(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu", **TINY_HV)
+    model.load_state_dict(tiny_hunyuan_video_state_dict(0))
+    return model.eval().requires_grad_(False)
+
+
+def tiny_inputs(t_lat=3, h_lat=6, w_lat=8, seed=0):
+    """Latent, timestep, text and pooled inputs for the tiny transformer."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return dict(x=torch.randn(1, 16, t_lat, h_lat, w_lat, generator=g), timestep=torch.tensor([500.0]),
+                context=torch.randn(1, 5, 32, generator=g), y=torch.randn(1, 768, generator=g),
+                guidance=torch.tensor([6.0]))

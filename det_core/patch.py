@@ -1,0 +1,164 @@
+"""Attach a DeT adapter to a HunyuanVideo transformer (ComfyUI's native model) without changing its modules.
+
+Each patch is a replacement `forward` for one existing sub-module, keyed by its dotted name inside the
+transformer (ComfyUI's `ModelPatcher.add_object_patch` installs them on a clone and restores the originals
+afterwards; plain Python can `install` them directly). Module structure and weights stay as they are, so
+weight patches such as LoRAs keep working next to DeT.
+
+- `img_in.forward`: reads the latent's shape and publishes the token grid (T, H/2, W/2) for this forward.
+- double block i: `img_attn.qkv.forward` keeps its input (the modulated, normalised video tokens);
+  `img_attn.proj.forward` returns `proj(attn) + strength * adapter(x_mod)`, so the block computes
+  `img + gate * (proj(attn) + adapter(x_mod))`. Text tokens have their own qkv/proj and are never touched.
+- single block i: `linear1.forward` keeps the video part of its input; `linear2.forward` adds the adapter
+  output to the attention part of its input (the part that `linear2` projects), video tokens only.
+- optionally a block's `forward` keeps that block's video-token output as features for the tracking loss.
+
+The original forward is always called through the class (`type(m).forward(m, ...)`), so patches never stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .adapter import DeTAdapter
+
+
+@dataclass
+class DeTRuntime:
+    """State that the patched forwards of one transformer share during a forward pass."""
+
+    adapter: DeTAdapter
+    double: list[int]
+    """Double-stream blocks whose adapter is applied."""
+    single: list[int]
+    """Single-stream blocks whose adapter is applied."""
+    strength: float = 1.0
+    feature_block: tuple[str, int] | None = None
+    """(kind, index) of a block whose video-token output is kept in `features` (tracking loss on DiT features)."""
+    grid: tuple[int, int, int] | None = None
+    """Token grid (T, H, W) of the forward in progress."""
+    taps: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
+    features: torch.Tensor | None = None
+    """(B, T*H*W, C) output of `feature_block` from the last forward."""
+
+    def need_grid(self) -> tuple[int, int, int]:
+        if self.grid is None:
+            raise RuntimeError("DeT: the token grid is unknown; the img_in patch did not run before the blocks")
+        return self.grid
+
+    def tokens(self) -> int:
+        t, h, w = self.need_grid()
+        return t * h * w
+
+    def delta(self, kind: str, index: int) -> torch.Tensor:
+        """strength * adapter(x_mod) for the block, from the input its tap kept."""
+        x = self.taps.pop((kind, index))
+        return self.strength * self.adapter.get(kind, index)(x, self.need_grid())
+
+
+def _input_tap(module, runtime: DeTRuntime, key: tuple[str, int]) -> Callable:
+    def forward(x, *args, **kwargs):
+        runtime.taps[key] = x[:, : runtime.tokens()]
+        return type(module).forward(module, x, *args, **kwargs)
+
+    return forward
+
+
+def _double_proj(module, runtime: DeTRuntime, index: int) -> Callable:
+    def forward(attn, *args, **kwargs):
+        out = type(module).forward(module, attn, *args, **kwargs)
+        return out + runtime.delta("double", index).to(out.dtype)
+
+    return forward
+
+
+def _single_linear2(module, runtime: DeTRuntime, index: int, channels: int) -> Callable:
+    def forward(z, *args, **kwargs):
+        # z: B (L_img + L_txt) (C + mlp); the adapter output joins the attention part of the video tokens
+        d = runtime.delta("single", index).to(z.dtype)  # B L_img C
+        z = z + F.pad(d, (0, z.shape[-1] - channels, 0, z.shape[1] - d.shape[1]))
+        return type(module).forward(module, z, *args, **kwargs)
+
+    return forward
+
+
+def _feature_tap(module, runtime: DeTRuntime, kind: str) -> Callable:
+    def forward(*args, **kwargs):
+        out = type(module).forward(module, *args, **kwargs)
+        img = out[0] if kind == "double" else out
+        runtime.features = img[:, : runtime.tokens()]
+        return out
+
+    return forward
+
+
+def forward_patches(diffusion_model, runtime: DeTRuntime) -> dict[str, Callable]:
+    """Dotted name (inside the transformer) -> replacement forward, for every module DeT needs to see."""
+    dm = diffusion_model
+    channels = runtime.adapter.meta.channels
+    runtime.adapter.check_fits(dm.hidden_size if hasattr(dm, "hidden_size") else channels,
+                               len(dm.double_blocks), len(dm.single_blocks))
+    patches: dict[str, Callable] = {"img_in.forward": _grid_tap(dm, runtime)}
+    for i in runtime.double:
+        if runtime.adapter.get("double", i) is None:
+            raise ValueError(f"double-stream block {i} has no trained adapter; trained: {runtime.adapter.indices('double')}")
+        attn = dm.double_blocks[i].img_attn
+        patches[f"double_blocks.{i}.img_attn.qkv.forward"] = _input_tap(attn.qkv, runtime, ("double", i))
+        patches[f"double_blocks.{i}.img_attn.proj.forward"] = _double_proj(attn.proj, runtime, i)
+    for i in runtime.single:
+        if runtime.adapter.get("single", i) is None:
+            raise ValueError(f"single-stream block {i} has no trained adapter; trained: {runtime.adapter.indices('single')}")
+        block = dm.single_blocks[i]
+        patches[f"single_blocks.{i}.linear1.forward"] = _input_tap(block.linear1, runtime, ("single", i))
+        patches[f"single_blocks.{i}.linear2.forward"] = _single_linear2(block.linear2, runtime, i, channels)
+    if runtime.feature_block is not None:
+        kind, i = runtime.feature_block
+        blocks = dm.double_blocks if kind == "double" else dm.single_blocks
+        if not 0 <= i < len(blocks):
+            raise ValueError(f"feature block {kind} {i} does not exist; the model has {len(blocks)} {kind}-stream blocks")
+        patches[f"{kind}_blocks.{i}.forward"] = _feature_tap(blocks[i], runtime, kind)
+    return patches
+
+
+def _grid_tap(dm, runtime: DeTRuntime) -> Callable:
+    patch = list(getattr(dm, "patch_size", None) or [1, 2, 2])
+    module = dm.img_in
+
+    def forward(x, *args, **kwargs):
+        if x.ndim == 5:  # B C T H W latent
+            runtime.grid = (x.shape[2] // patch[0], x.shape[3] // patch[1], x.shape[4] // patch[2])
+        return type(module).forward(module, x, *args, **kwargs)
+
+    return forward
+
+
+def _resolve(root, dotted: str):
+    *path, attr = dotted.split(".")
+    obj = root
+    for name in path:
+        obj = getattr(obj, name)
+    return obj, attr
+
+
+def install(diffusion_model, patches: dict[str, Callable]) -> Callable[[], None]:
+    """Install patches directly on a module (plain-Python use); returns a function that removes them."""
+    done = []
+    for name, fn in patches.items():
+        obj, attr = _resolve(diffusion_model, name)
+        had = attr in obj.__dict__
+        old = obj.__dict__.get(attr)
+        setattr(obj, attr, fn)
+        done.append((obj, attr, had, old))
+
+    def remove() -> None:
+        for obj, attr, had, old in reversed(done):
+            if had:
+                setattr(obj, attr, old)
+            else:
+                obj.__dict__.pop(attr, None)
+
+    return remove

@@ -1,0 +1,220 @@
+"""Training a DeT adapter on one reference video: flow matching plus the dense tracking loss.
+
+A plain loop with `try/finally`: whatever ends it (the last step, an interrupt, an error), the state after the
+last completed step is handed to `save_checkpoint`, so a run never loses more than the step in flight.
+
+The host (the ComfyUI node) provides the model side as three callables, so nothing here imports ComfyUI:
+- `predict_x0(x_t, sigma)` runs the (patched) transformer and returns the denoised estimate x0_hat;
+- `sampling` has the model's sigma grid `sigmas` and its `timestep(sigma)` and `noise_scaling(sigma, noise, x0)`.
+
+Per step (seeded by (seed, step), so a resumed run draws what an uninterrupted one would):
+    sigma  ~ uniform over the model's (shifted) sigma grid          t = timestep(sigma) on the 0..1000 scale
+    x_t    = noise_scaling(sigma, e, x0) = sigma e + (1 - sigma) x0
+    v_hat  = (x_t - x0_hat) / sigma                                    flow loss = mean (v_hat - (e - x0))^2
+    track  = tracking_loss(x0_hat or a block's video features, tracks)   only when t <= tracking_max_timestep
+    loss   = flow + tracking_weight * track
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+
+from .adapter import DeTAdapter
+from .patch import DeTRuntime
+from .tracking import LatentTracks, tokens_to_features, tracking_loss
+
+OPTIMIZERS = ("auto", "adamw", "adamw8bit")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 500
+    """Total optimizer steps (a resumed run counts the steps done before)."""
+    learning_rate: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    """Max global grad norm (0 = no clipping)."""
+    warmup_steps: int = 0
+    """Linear warm-up from 0 to the learning rate over this many steps, then constant (the authors used 100)."""
+    tracking_weight: float = 0.1
+    tracking_max_timestep: float = 400.0
+    """Tracking loss only when the sampled timestep (0..1000 scale) is at most this (low noise)."""
+    tracking_features: str = "x0"
+    """`x0` (the predicted clean latent, as the public code) or `double:<i>` / `single:<i>` (a block's video features)."""
+    optimizer: str = "auto"
+    """`auto` (8-bit AdamW when bitsandbytes and CUDA are there, else AdamW), `adamw`, `adamw8bit`."""
+    seed: int = 0
+    checkpoint_every: int = 100
+    """Save every this many steps (0 = only at the end); the end and interrupts always save."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps={self.steps}: train at least 1 step")
+        if self.learning_rate <= 0 or not math.isfinite(self.learning_rate):
+            raise ValueError(f"learning_rate={self.learning_rate} must be a positive number")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if self.tracking_weight < 0:
+            raise ValueError(f"tracking_weight={self.tracking_weight} must be 0 or more")
+        self.feature_block()  # validates the spelling
+
+    def feature_block(self) -> tuple[str, int] | None:
+        spec = self.tracking_features.strip().lower()
+        if spec == "x0":
+            return None
+        kind, _, idx = spec.partition(":")
+        if kind in ("double", "single") and idx.isdigit():
+            return kind, int(idx)
+        raise ValueError(f"tracking_features={self.tracking_features!r}: use 'x0', 'double:<block>' or 'single:<block>'")
+
+
+class Sampling(Protocol):
+    sigmas: torch.Tensor
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor: ...
+
+    def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, latent_image: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class StepLog:
+    step: int
+    """1-based number of the completed step."""
+    loss: float
+    flow: float
+    track: float | None
+    """None when the step's timestep was above the tracking gate (or no tracks)."""
+    timestep: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    log: list[StepLog] = field(default_factory=list)
+    steps_done: int = 0
+    optimizer_state: dict | None = None
+    stopped_early: bool = False
+
+
+def make_optimizer(params, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    kind = config.optimizer
+    if kind in ("auto", "adamw8bit"):
+        try:
+            import bitsandbytes as bnb  # optional
+        except ImportError:
+            bnb = None
+        if bnb is not None and device.type == "cuda":
+            return bnb.optim.AdamW8bit(params, lr=config.learning_rate, betas=config.betas,
+                                       weight_decay=config.weight_decay)
+        if kind == "adamw8bit":
+            raise ValueError("optimizer 'adamw8bit' needs the bitsandbytes package and a CUDA GPU; "
+                             "pip install bitsandbytes, or choose 'adamw'")
+    return torch.optim.AdamW(params, lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay)
+
+
+def lr_factor(step: int, warmup: int) -> float:
+    """Multiplier of the learning rate for 0-based `step`: linear warm-up, then constant."""
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+def step_randomness(config: TrainConfig, step: int, n_sigmas: int, shape) -> tuple[int, torch.Tensor]:
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    index = int(torch.randint(0, n_sigmas, (1,), generator=g))
+    return index, torch.randn(shape, generator=g)
+
+
+def train_adapter(
+    adapter: DeTAdapter,
+    predict_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    sampling: Sampling,
+    latents: torch.Tensor,
+    config: TrainConfig,
+    runtime: DeTRuntime | None = None,
+    tracks: LatentTracks | None = None,
+    start_step: int = 0,
+    optimizer_state: dict | None = None,
+    save_checkpoint: Callable[[int, dict, list[StepLog]], None] | None = None,
+    on_step: Callable[[StepLog], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> TrainResult:
+    """Train `adapter` (in place) from `start_step` to `config.steps`; see the module doc for one step."""
+    device = latents.device
+    if start_step >= config.steps:
+        raise ValueError(f"the adapter already has {start_step} steps; ask for more than {start_step} steps to continue")
+    feature_block = config.feature_block()
+    if feature_block is not None and (runtime is None or runtime.feature_block != feature_block):
+        raise ValueError("tracking on block features needs the runtime patched with that feature block")
+    params = [p for p in adapter.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = make_optimizer(params, config, device)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    sigmas = sampling.sigmas.to(device=device, dtype=torch.float32)
+    result = TrainResult(steps_done=start_step)
+    saved_at = start_step
+    adapter.train()
+    try:
+        for step in range(start_step, config.steps):
+            if should_stop is not None and should_stop():
+                result.stopped_early = True
+                break
+            t0 = time.perf_counter()
+            # 1. this step's noise level and noise, seeded by (seed, step)
+            index, noise = step_randomness(config, step, len(sigmas), latents.shape)
+            sigma = sigmas[index].reshape(1)
+            timestep = float(sampling.timestep(sigma))
+            noise = noise.to(device=device, dtype=latents.dtype)
+            x_t = sampling.noise_scaling(sigma, noise, latents)
+            # 2. prediction and losses
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * lr_factor(step, config.warmup_steps)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                x0_hat = predict_x0(x_t, sigma).float()
+            v_hat = (x_t.float() - x0_hat) / sigma.float().reshape(-1, *[1] * (x_t.ndim - 1))
+            flow = (v_hat - (noise - latents).float()).pow(2).mean()
+            track = None
+            if tracks is not None and config.tracking_weight > 0 and timestep <= config.tracking_max_timestep:
+                if feature_block is None:
+                    features = x0_hat
+                else:
+                    features = tokens_to_features(runtime.features, runtime.need_grid())
+                track = tracking_loss(features, tracks)
+            loss = flow + config.tracking_weight * track if track is not None else flow
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"DeT training: the loss became {float(loss)} at step {step + 1}; "
+                                         f"lower the learning rate")
+            # 3. update
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            if runtime is not None:
+                runtime.features = None
+            result.steps_done = step + 1
+            entry = StepLog(step=step + 1, loss=float(loss), flow=float(flow),
+                            track=None if track is None else float(track), timestep=timestep,
+                            lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
+            result.log.append(entry)
+            if on_step is not None:
+                on_step(entry)
+            if save_checkpoint and config.checkpoint_every and result.steps_done % config.checkpoint_every == 0:
+                save_checkpoint(result.steps_done, optimizer.state_dict(), result.log)
+                saved_at = result.steps_done
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+        adapter.eval()
+        result.optimizer_state = optimizer.state_dict()
+        if save_checkpoint and result.steps_done > saved_at:
+            save_checkpoint(result.steps_done, result.optimizer_state, result.log)
+    return result
