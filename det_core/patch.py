@@ -11,7 +11,8 @@ weight patches such as LoRAs keep working next to DeT.
   `img + gate * (proj(attn) + adapter(x_mod))`. Text tokens have their own qkv/proj and are never touched.
 - single block i: `linear1.forward` keeps the video part of its input; `linear2.forward` adds the adapter
   output to the attention part of its input (the part that `linear2` projects), video tokens only.
-- optionally a block's `forward` keeps that block's video-token output as features for the tracking loss.
+- a block's `forward` keeps that block's video-token output as features for the tracking loss (optional), and
+  for training every block runs on copies of its inputs, gradient-checkpointed if asked.
 
 The original forward is always called through the class (`type(m).forward(m, ...)`), so patches never stack.
 """
@@ -86,18 +87,42 @@ def _single_linear2(module, runtime: DeTRuntime, index: int, channels: int) -> C
     return forward
 
 
-def _feature_tap(module, runtime: DeTRuntime, kind: str) -> Callable:
+BLOCK_MODES = ("inference", "train")
+
+
+def _block(module, runtime: DeTRuntime, kind: str, index: int, mode: str) -> Callable:
+    """A whole block's forward: keeps features, and for training recomputes itself in backward (gradient
+    checkpointing). The blocks add residuals in place to tensors they also keep for backward, which autograd
+    refuses; a checkpointed block keeps nothing, and it works on copies of its inputs so that the recompute in
+    backward sees the inputs as they were."""
+    keep = runtime.feature_block == (kind, index)
+
+    def run(*args, **kwargs):
+        if mode != "inference":
+            args = tuple(a.clone() if torch.is_tensor(a) else a for a in args)
+            kwargs = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in kwargs.items()}
+        return type(module).forward(module, *args, **kwargs)
+
     def forward(*args, **kwargs):
-        out = type(module).forward(module, *args, **kwargs)
-        img = out[0] if kind == "double" else out
-        runtime.features = img[:, : runtime.tokens()]
+        if mode == "train" and torch.is_grad_enabled():
+            out = torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False, **kwargs)
+        else:
+            out = run(*args, **kwargs)
+        if keep:
+            img = out[0] if kind == "double" else out
+            runtime.features = img[:, : runtime.tokens()]
         return out
 
     return forward
 
 
-def forward_patches(diffusion_model, runtime: DeTRuntime) -> dict[str, Callable]:
-    """Dotted name (inside the transformer) -> replacement forward, for every module DeT needs to see."""
+def forward_patches(diffusion_model, runtime: DeTRuntime, mode: str = "inference") -> dict[str, Callable]:
+    """Dotted name (inside the transformer) -> replacement forward, for every module DeT needs to see.
+
+    `mode`: `inference`, or `train` (every block gradient-checkpointed, see `_block`).
+    """
+    if mode not in BLOCK_MODES:
+        raise ValueError(f"mode={mode!r} is not one of {', '.join(BLOCK_MODES)}")
     dm = diffusion_model
     channels = runtime.adapter.meta.channels
     runtime.adapter.check_fits(dm.hidden_size if hasattr(dm, "hidden_size") else channels,
@@ -120,7 +145,10 @@ def forward_patches(diffusion_model, runtime: DeTRuntime) -> dict[str, Callable]
         blocks = dm.double_blocks if kind == "double" else dm.single_blocks
         if not 0 <= i < len(blocks):
             raise ValueError(f"feature block {kind} {i} does not exist; the model has {len(blocks)} {kind}-stream blocks")
-        patches[f"{kind}_blocks.{i}.forward"] = _feature_tap(blocks[i], runtime, kind)
+    for kind, blocks in (("double", dm.double_blocks), ("single", dm.single_blocks)):
+        for i, block in enumerate(blocks):
+            if mode != "inference" or runtime.feature_block == (kind, i):
+                patches[f"{kind}_blocks.{i}.forward"] = _block(block, runtime, kind, i, mode)
     return patches
 
 

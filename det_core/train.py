@@ -201,8 +201,8 @@ def train_adapter(
             if runtime is not None:
                 runtime.features = None
             result.steps_done = step + 1
-            entry = StepLog(step=step + 1, loss=float(loss), flow=float(flow),
-                            track=None if track is None else float(track), timestep=timestep,
+            entry = StepLog(step=step + 1, loss=float(loss.detach()), flow=float(flow.detach()),
+                            track=None if track is None else float(track.detach()), timestep=timestep,
                             lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
             result.log.append(entry)
             if on_step is not None:

@@ -1,0 +1,131 @@
+"""det_core.train on ComfyUI's tiny HunyuanVideo in this process: it learns, resumes exactly, saves on stop."""
+
+import pytest
+import torch
+
+from conftest import tiny_inputs
+from det_core.adapter import AdapterMeta, DeTAdapter
+from det_core.patch import DeTRuntime, forward_patches, install
+from det_core.tracking import LatentTracks
+from det_core.train import TrainConfig, train_adapter
+
+
+def flow_sampling(shift=7.0):
+    import comfy.model_sampling as ms
+
+    class Sampling(ms.ModelSamplingDiscreteFlow, ms.CONST):
+        pass
+
+    s = Sampling()
+    s.set_parameters(shift=shift)
+    return s
+
+
+def setup(model, seed=0, blocks=(0, 1), mode="train"):
+    adapter = DeTAdapter(AdapterMeta(channels=128, mid_dim=16, kernel_size=3, blocks={"double": list(blocks)}))
+    torch.manual_seed(seed)
+    for a in adapter.double_blocks.values():
+        torch.nn.init.normal_(a.down.weight, std=1.0 / 20)
+    runtime = DeTRuntime(adapter, list(blocks), [])
+    remove = install(model, forward_patches(model, runtime, mode))
+    inputs = tiny_inputs(3, 6, 8, seed=11)
+    sampling = flow_sampling()
+
+    def predict_x0(x_t, sigma):
+        out = model(x_t, sampling.timestep(sigma), inputs["context"], y=inputs["y"], guidance=inputs["guidance"])
+        return x_t - sigma.reshape(-1, 1, 1, 1, 1) * out
+
+    return adapter, runtime, remove, inputs["x"], sampling, predict_x0
+
+
+def fixed_eval_loss(predict_x0, sampling, latents, n=6):
+    g = torch.Generator().manual_seed(123)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(n):
+            sigma = sampling.sigmas[int(torch.randint(0, 1000, (1,), generator=g))].reshape(1)
+            noise = torch.randn(latents.shape, generator=g)
+            x_t = sampling.noise_scaling(sigma, noise, latents)
+            v_hat = (x_t - predict_x0(x_t, sigma)) / sigma
+            total += float((v_hat - (noise - latents)).pow(2).mean())
+    return total / n
+
+
+def test_training_fits_the_reference_and_leaves_the_base_frozen(tiny_transformer):
+    adapter, runtime, remove, latents, sampling, predict = setup(tiny_transformer)
+    base = {k: v.clone() for k, v in tiny_transformer.state_dict().items()}
+    before = fixed_eval_loss(predict, sampling, latents)
+    cfg = TrainConfig(steps=40, learning_rate=3e-3, tracking_weight=0.0, optimizer="adamw", seed=1)
+    result = train_adapter(adapter, predict, sampling, latents, cfg, runtime=runtime)
+    after = fixed_eval_loss(predict, sampling, latents)
+    remove()
+    assert result.steps_done == 40 and len(result.log) == 40
+    assert after < 0.9 * before, (before, after)
+    assert all(torch.equal(v, tiny_transformer.state_dict()[k]) for k, v in base.items())
+    assert all(not p.requires_grad for p in adapter.parameters())
+    timesteps = [e.timestep for e in result.log]
+    assert min(timesteps) >= 0 and max(timesteps) <= 1000 and len(set(timesteps)) > 20
+
+
+def test_resume_continues_exactly(tiny_transformer):
+    cfg = TrainConfig(steps=6, learning_rate=1e-3, tracking_weight=0.0, optimizer="adamw", seed=2, warmup_steps=3)
+    adapter, runtime, remove, latents, sampling, predict = setup(tiny_transformer, seed=5)
+    full = train_adapter(adapter, predict, sampling, latents, cfg, runtime=runtime)
+    straight = {k: v.clone() for k, v in adapter.state_dict().items()}
+    remove()
+
+    adapter, runtime, remove, latents, sampling, predict = setup(tiny_transformer, seed=5)
+    saves = []
+    stop_after = iter([False, False, False, True])
+    first = train_adapter(adapter, predict, sampling, latents, cfg, runtime=runtime,
+                          save_checkpoint=lambda step, opt, log: saves.append(step), should_stop=lambda: next(stop_after))
+    assert first.stopped_early and first.steps_done == 3 and saves == [3]
+    second = train_adapter(adapter, predict, sampling, latents, cfg, runtime=runtime, start_step=3,
+                           optimizer_state=first.optimizer_state)
+    remove()
+    assert [e.step for e in second.log] == [4, 5, 6]
+    assert [e.loss for e in first.log + second.log] == pytest.approx([e.loss for e in full.log], rel=1e-5)
+    for k, v in straight.items():
+        torch.testing.assert_close(adapter.state_dict()[k], v, rtol=1e-6, atol=1e-7)
+
+
+def test_checkpoints_every_n_steps_and_when_a_step_fails(tiny_transformer):
+    adapter, runtime, remove, latents, sampling, predict = setup(tiny_transformer)
+    saves = []
+    cfg = TrainConfig(steps=5, learning_rate=1e-3, tracking_weight=0.0, optimizer="adamw", checkpoint_every=2)
+    calls = {"n": 0}
+
+    def failing(x_t, sigma):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("out of memory (simulated)")
+        return predict(x_t, sigma)
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        train_adapter(adapter, failing, sampling, latents, cfg, runtime=runtime,
+                      save_checkpoint=lambda step, opt, log: saves.append(step))
+    remove()
+    assert saves == [2, 3]  # the periodic save, then the last completed step on the way out
+
+
+def test_tracking_loss_joins_only_at_low_noise(tiny_transformer):
+    adapter, runtime, remove, latents, sampling, predict = setup(tiny_transformer)
+    xy = torch.rand(3, 10, 2)
+    tracks = LatentTracks(xy=xy, visibility=torch.ones(3, 10), frame_ids=torch.arange(3))
+    cfg = TrainConfig(steps=30, learning_rate=1e-4, tracking_weight=0.1, optimizer="adamw", seed=3)
+    result = train_adapter(adapter, predict, sampling, latents, cfg, runtime=runtime, tracks=tracks)
+    remove()
+    with_track = [e for e in result.log if e.track is not None]
+    assert with_track and all(e.timestep <= 400 for e in with_track)
+    assert all(e.timestep > 400 for e in result.log if e.track is None)
+    for e in with_track:
+        assert e.loss == pytest.approx(e.flow + 0.1 * e.track, rel=1e-5)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="steps=0"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="tracking_features='block7'"):
+        TrainConfig(tracking_features="block7")
+    with pytest.raises(ValueError, match="adamw8bit"):
+        TrainConfig(optimizer="lion")
