@@ -36,11 +36,11 @@ def register_model_folders() -> None:
 async def comfy_entrypoint():
     from comfy_api.latest import ComfyExtension, io
 
-    from .nodes import video
+    from .nodes import adapter, sample, tracks, train, video
 
     class DeTExtension(ComfyExtension):
         async def get_node_list(self) -> list[type[io.ComfyNode]]:
-            return [*video.NODES]
+            return [*video.NODES, *tracks.NODES, *train.NODES, *sample.NODES, *adapter.NODES]
 
     register_model_folders()
     return DeTExtension()

@@ -58,7 +58,10 @@ class DeTRuntime:
     def delta(self, kind: str, index: int) -> torch.Tensor:
         """strength * adapter(x_mod) for the block, from the input its tap kept."""
         x = self.taps.pop((kind, index))
-        return self.strength * self.adapter.get(kind, index)(x, self.need_grid())
+        module = self.adapter.get(kind, index)
+        if module.down.weight.device != x.device:  # the adapter follows the model to its device
+            self.adapter.to(x.device)
+        return self.strength * module(x, self.need_grid())
 
 
 def _input_tap(module, runtime: DeTRuntime, key: tuple[str, int]) -> Callable:

@@ -158,7 +158,7 @@ def train_adapter(
     optimizer = make_optimizer(params, config, device)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    sigmas = sampling.sigmas.to(device=device, dtype=torch.float32)
+    sigmas = sampling.sigmas.detach().to(device=device, dtype=torch.float32).clone()
     result = TrainResult(steps_done=start_step)
     saved_at = start_step
     adapter.train()

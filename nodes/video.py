@@ -21,7 +21,7 @@ def _input_videos() -> list[str]:
     return sorted(folder_paths.filter_files_content_types(files, ["video"]))
 
 
-def resolve_video_path(video: str) -> str:
+def resolve_input_path(video: str) -> str:
     """A file name from the input folder (annotated names such as `x.mp4 [output]` work) or an absolute path."""
     if os.path.isabs(video):
         return video
@@ -73,14 +73,14 @@ class DeTLoadVideo(io.ComfyNode):
         # only `video` here: ComfyUI skips its own min/max checks for every input this method receives
         if not video:
             return "no video chosen: upload a video or put one in ComfyUI's input folder"
-        path = resolve_video_path(video)
+        path = resolve_input_path(video)
         if not os.path.isfile(path):
             return f"video file not found: {path}; put it in ComfyUI's input folder or give an absolute path"
         return True
 
     @classmethod
     def fingerprint_inputs(cls, video: str, **kwargs):
-        path = resolve_video_path(video)
+        path = resolve_input_path(video)
         try:
             st = os.stat(path)
         except OSError:
@@ -91,7 +91,7 @@ class DeTLoadVideo(io.ComfyNode):
     def execute(cls, video: str, frame_load_cap: int, skip_first_frames: int, select_every_nth: int,
                 force_rate: float, width: int, height: int, snap_to_16: str, trim_to_4k_plus_1: bool
                 ) -> io.NodeOutput:
-        path = resolve_video_path(video)
+        path = resolve_input_path(video)
         try:
             settings = LoadSettings(frame_load_cap=frame_load_cap, skip_first_frames=skip_first_frames,
                                     select_every_nth=select_every_nth, force_rate=force_rate, width=width,

@@ -73,9 +73,43 @@ class DeTTestInspect(io.ComfyNode):
         return io.NodeOutput(ui=ui.PreviewText(json.dumps(report)))
 
 
+class DeTTestLatent(io.ComfyNode):
+    """A seeded video latent with temporal structure (a blob drifting across frames), standing in for VAE Encode
+    (the real HunyuanVideo VAE cannot be made tiny)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DeTTestLatent",
+            display_name="DeT Test Latent (tests only)",
+            category="DeT/testing",
+            inputs=[
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
+                io.Int.Input("frames", default=13, min=1, max=64, tooltip="Latent frames."),
+                io.Int.Input("height", default=6, min=2, max=128, tooltip="Latent height."),
+                io.Int.Input("width", default=8, min=2, max=128, tooltip="Latent width."),
+            ],
+            outputs=[io.Latent.Output()],
+        )
+
+    @classmethod
+    def execute(cls, seed, frames, height, width):
+        g = torch.Generator().manual_seed(seed)
+        base = 0.3 * torch.randn(1, 16, 1, height, width, generator=g)
+        colour = torch.randn(1, 16, 1, 1, 1, generator=g)
+        yy, xx = torch.meshgrid(torch.arange(height).float(), torch.arange(width).float(), indexing="ij")
+        blobs = []
+        for t in range(frames):
+            cx = (width - 1) * t / max(1, frames - 1)
+            blobs.append(torch.exp(-((xx - cx) ** 2 + (yy - height / 2) ** 2) / 4.0))
+        blob = torch.stack(blobs)[None, None]  # 1 1 T H W
+        # VAE-encoded latents are unscaled: ComfyUI divides by the HunyuanVideo scale factor (0.476986) on the way in
+        return io.NodeOutput({"samples": (base + colour * blob) / 0.476986})
+
+
 class _Ext(ComfyExtension):
     async def get_node_list(self):
-        return [DeTTestConditioning, DeTTestInspect]
+        return [DeTTestConditioning, DeTTestInspect, DeTTestLatent]
 
 
 async def comfy_entrypoint():

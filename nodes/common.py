@@ -1,0 +1,90 @@
+"""What the DeT nodes share: socket types, the HunyuanVideo check, attaching an adapter to a MODEL, the adapters
+folder."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import folder_paths
+from comfy_api.latest import io
+
+from ..det_core.adapter import DeTAdapter, keep_first_fraction, parse_blocks
+from ..det_core.patch import DeTRuntime, forward_patches
+
+# Socket types, declared once.
+DetAdapterType = io.Custom("DET_ADAPTER")
+TracksType = io.Custom("TRACKS")
+
+ADAPTER_FOLDER = "det_adapters"
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+
+
+def hunyuan_transformer(model):
+    """The HunyuanVideo transformer inside a MODEL, or a ValueError that says what to load instead."""
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+
+    dm = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if not isinstance(dm, HunyuanVideo):
+        got = type(dm).__name__ if dm is not None else type(model).__name__
+        raise ValueError(f"DeT needs a HunyuanVideo model, got {got}; load hunyuan_video_t2v_720p_bf16.safetensors "
+                         f"with Load Diffusion Model (UNETLoader)")
+    return dm
+
+
+def attach(model, adapter: DeTAdapter, double: list[int], single: list[int], strength: float = 1.0,
+           mode: str = "inference", feature_block: tuple[str, int] | None = None):
+    """A clone of `model` with the adapter patched into the chosen blocks (the user's MODEL is not changed)."""
+    dm = hunyuan_transformer(model)
+    adapter.check_fits(dm.hidden_size, len(dm.double_blocks), len(dm.single_blocks), "the DeT adapter")
+    runtime = DeTRuntime(adapter, double, single, strength, feature_block)
+    patched = model.clone()
+    for name, fn in forward_patches(dm, runtime, mode).items():
+        patched.add_object_patch(f"diffusion_model.{name}", fn)
+    return patched, runtime
+
+
+def applied_blocks(adapter: DeTAdapter, double_spec: str, single_spec: str, keep_fraction: float):
+    """Blocks to apply at inference: the chosen trained blocks, then only the first `keep_fraction` by depth
+    (double-stream blocks come before single-stream ones), as the DeT authors' 'drop ratio' does."""
+    chosen = {}
+    for kind, spec in (("double", double_spec), ("single", single_spec)):
+        trained = adapter.indices(kind)
+        if (spec or "").strip().lower() in ("trained", "all"):
+            chosen[kind] = trained
+            continue
+        top = max(trained, default=-1) + 1
+        picked = parse_blocks(spec, max(top, 1000), f"applied {kind}-stream blocks")
+        missing = [i for i in picked if i not in trained]
+        if missing:
+            raise ValueError(f"applied {kind}-stream blocks {missing} have no trained adapter; trained: {trained}")
+        chosen[kind] = picked
+    order = [("double", i) for i in chosen["double"]] + [("single", i) for i in chosen["single"]]
+    kept = keep_first_fraction(list(range(len(order))), keep_fraction)
+    kept_set = {order[k] for k in kept}
+    return ([i for i in chosen["double"] if ("double", i) in kept_set],
+            [i for i in chosen["single"] if ("single", i) in kept_set])
+
+
+def adapter_files() -> list[str]:
+    return folder_paths.get_filename_list(ADAPTER_FOLDER)
+
+
+def adapter_output_path(name: str) -> str:
+    """Where an adapter called `name` is written: inside the first det_adapters folder, never outside it."""
+    name = name.strip()
+    if name.endswith(".safetensors"):
+        name = name[: -len(".safetensors")]
+    if not _NAME_OK.match(name) or ".." in name:
+        raise ValueError(f"adapter name {name!r} is not allowed: use letters, digits, '.', '_', '-' and spaces, "
+                         f"without folders (it is saved in models/{ADAPTER_FOLDER}/)")
+    folder = os.path.abspath(folder_paths.get_folder_paths(ADAPTER_FOLDER)[0])
+    path = os.path.abspath(os.path.join(folder, name + ".safetensors"))
+    if os.path.dirname(path) != folder:
+        raise ValueError(f"adapter name {name!r} would leave models/{ADAPTER_FOLDER}/")
+    os.makedirs(folder, exist_ok=True)
+    return path
+
+
+def optimizer_state_path(adapter_path: str) -> str:
+    return adapter_path[: -len(".safetensors")] + ".optim.pt"

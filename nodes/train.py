@@ -1,0 +1,232 @@
+"""Train DeT Adapter: learns the reference video's motion in a DeT adapter, inside ComfyUI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io, ui
+
+from ..det_core.adapter import AdapterMeta, DeTAdapter, parse_blocks
+from ..det_core.plot import loss_curve_image
+from ..det_core.tracking import tracks_for_latent
+from ..det_core.train import OPTIMIZERS, StepLog, TrainConfig, train_adapter
+from .common import (ADAPTER_FOLDER, DetAdapterType, TracksType, adapter_files, adapter_output_path, attach,
+                     hunyuan_transformer, optimizer_state_path)
+
+log = logging.getLogger("DeT")
+MESSAGE = "det.train"  # websocket event with the live loss, read by web/js/det.js
+
+
+def _send(payload: dict) -> None:
+    try:
+        from server import PromptServer
+        PromptServer.instance.send_sync(MESSAGE, payload)
+    except Exception:  # no server (plain Python use): the console log is enough
+        pass
+
+
+def _conditioning(conditioning, guidance: float) -> dict:
+    if not conditioning:
+        raise ValueError("the conditioning is empty; connect a text encoder output (the reference caption)")
+    cross_attn, extras = conditioning[0]
+    kwargs = {"c_crossattn": cross_attn, "guidance": torch.tensor([guidance], dtype=torch.float32)}
+    if extras.get("pooled_output") is not None:
+        kwargs["y"] = extras["pooled_output"]
+    if extras.get("attention_mask") is not None:
+        kwargs["attention_mask"] = extras["attention_mask"]
+    return kwargs
+
+
+def _normal_tensors(module: torch.nn.Module) -> None:
+    """Tensors made inside a ComfyUI node are inference tensors, which autograd can neither save for backward nor
+    train; swap them for ordinary tensors with the same values (the adapter's gradient flows back through the
+    frozen layers)."""
+    for name, p in list(module.named_parameters()):
+        if p.is_inference():
+            comfy.utils.set_attr_param(module, name, p.detach().clone())
+    for name, b in list(module.named_buffers()):
+        if b.is_inference():
+            comfy.utils.set_attr(module, name, b.clone())
+
+
+class DeTTrainAdapter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DeTTrainAdapter",
+            display_name="Train DeT Adapter",
+            category="DeT",
+            description="Trains a DeT temporal-convolution adapter on one reference video (frozen HunyuanVideo, flow "
+                        "matching plus the dense tracking loss). Saves into models/det_adapters/ every N steps, at "
+                        "the end and when interrupted.",
+            inputs=[
+                io.Model.Input("model", tooltip="HunyuanVideo from Load Diffusion Model."),
+                io.Latent.Input("latent", tooltip="The reference video's latents (VAE Encode of its frames)."),
+                io.Conditioning.Input("conditioning", tooltip="The reference video's caption, text-encoded."),
+                io.Int.Input("steps", default=500, min=1, max=100000, tooltip="Total training steps (the paper: 500)."),
+                io.Float.Input("learning_rate", default=1e-5, min=1e-8, max=1.0, step=1e-6, round=False,
+                               tooltip="AdamW learning rate (the paper: 1e-5)."),
+                io.Int.Input("mid_dim", default=128, min=1, max=4096, tooltip="Channels inside the adapter (m)."),
+                io.Int.Input("kernel_size", default=3, min=1, max=15, step=2, tooltip="Temporal kernel size (odd)."),
+                io.String.Input("double_blocks", default="all",
+                                tooltip="Double-stream blocks that get an adapter: 'all', 'none' or a list like '0-9'."),
+                io.String.Input("single_blocks", default="none",
+                                tooltip="Single-stream blocks that get an adapter: 'none', 'all' or a list."),
+                io.Float.Input("tracking_weight", default=0.1, min=0.0, max=100.0, step=0.01,
+                               tooltip="Weight of the dense tracking loss (the paper: 0.1). Needs TRACKS."),
+                io.Combo.Input("tracking_features", options=["x0", "block"], default="x0",
+                               tooltip="Where the tracking loss reads features: the predicted clean latent (as the "
+                                       "public code) or the video tokens after `feature_block`."),
+                io.String.Input("feature_block", default="double:19",
+                                tooltip="For tracking_features=block: 'double:<i>' or 'single:<i>'."),
+                io.Float.Input("guidance", default=6.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="Embedded guidance fed during training (DeT: 6)."),
+                io.Int.Input("warmup_steps", default=100, min=0, max=100000,
+                             tooltip="Linear learning-rate warm-up (the authors' HunyuanVideo runs: 100)."),
+                io.Combo.Input("optimizer", options=list(OPTIMIZERS), default="auto",
+                               tooltip="auto: 8-bit AdamW when bitsandbytes and a CUDA GPU are there, else AdamW."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seeds the adapter init, noise and timesteps."),
+                io.String.Input("output_name", default="det_motion",
+                                tooltip="Adapter file name in models/det_adapters/ (no folders)."),
+                io.Int.Input("checkpoint_every", default=100, min=0, max=100000,
+                             tooltip="Save every N steps (0 = only at the end); the end and interrupts always save."),
+                io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing adapter of the same name."),
+                io.Combo.Input("resume_from", options=["none", *adapter_files()], default="none",
+                               tooltip="Continue training this adapter (its step count, and its optimizer state when "
+                                       "saved beside it); its shape settings replace mid_dim, kernel and blocks."),
+                TracksType.Input("tracks", optional=True,
+                                 tooltip="Point tracks of the reference video (CoTracker3); without them no tracking loss."),
+                io.String.Input("caption", default="", optional=True,
+                                tooltip="The reference caption, stored in the adapter file's metadata."),
+            ],
+            outputs=[DetAdapterType.Output(display_name="adapter"), io.Image.Output(display_name="loss_curve"),
+                     io.String.Output(display_name="info")],
+            hidden=[io.Hidden.unique_id],
+            not_idempotent=True,
+        )
+
+    @classmethod
+    def validate_inputs(cls, resume_from):
+        if resume_from != "none" and folder_paths.get_full_path(ADAPTER_FOLDER, resume_from) is None:
+            return f"adapter to resume not found: {resume_from}; put it in models/{ADAPTER_FOLDER}/ or choose none"
+        return True
+
+    @classmethod
+    def execute(cls, model, latent, conditioning, steps, learning_rate, mid_dim, kernel_size, double_blocks,
+                single_blocks, tracking_weight, tracking_features, feature_block, guidance, warmup_steps, optimizer,
+                seed, output_name, checkpoint_every, overwrite, resume_from, tracks=None, caption=""):
+        # 1. check everything before any heavy work
+        dm = hunyuan_transformer(model)
+        samples = latent["samples"]
+        if samples.ndim != 5 or samples.shape[0] != 1:
+            raise ValueError(f"the reference latent must be one video [1, C, T, H, W], got {tuple(samples.shape)}; "
+                             f"VAE-encode a single clip")
+        out_path = adapter_output_path(output_name)
+        resume_path = None if resume_from == "none" else folder_paths.get_full_path_or_raise(ADAPTER_FOLDER, resume_from)
+        if os.path.exists(out_path) and not overwrite and out_path != resume_path:
+            raise ValueError(f"{out_path} exists; turn on overwrite, resume from it, or choose another output_name")
+        config = TrainConfig(steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
+                             tracking_weight=tracking_weight, optimizer=optimizer, seed=seed,
+                             checkpoint_every=checkpoint_every,
+                             tracking_features="x0" if tracking_features == "x0" else feature_block)
+        t_lat, h_lat, w_lat = samples.shape[2:]
+        latent_tracks, notes = None, []
+        if tracks is None:
+            notes.append("no TRACKS connected: trained without the tracking loss")
+        else:
+            size = tracks.get("image_size") or (w_lat * 8, h_lat * 8)
+            latent_tracks = tracks_for_latent(tracks["track_path"], tracks["track_visibility"], size, t_lat)
+        # 2. the adapter: new, or the one to resume with its optimizer state
+        start, opt_state, history = 0, None, []
+        if resume_path:
+            adapter = DeTAdapter.load(resume_path)
+            start = adapter.meta.steps
+            state_file = optimizer_state_path(resume_path)
+            if os.path.isfile(state_file):
+                state = torch.load(state_file, map_location="cpu", weights_only=True)
+                opt_state, history = state["optimizer"], [StepLog(**e) for e in state.get("log", [])]
+            else:
+                notes.append(f"no optimizer state beside {os.path.basename(resume_path)}: AdamW restarts its moments")
+            if start >= steps:
+                raise ValueError(f"{resume_from} already has {start} steps; set steps above {start} to continue")
+        else:
+            blocks = {"double": parse_blocks(double_blocks, len(dm.double_blocks), "double_blocks"),
+                      "single": parse_blocks(single_blocks, len(dm.single_blocks), "single_blocks")}
+            if not blocks["double"] and not blocks["single"]:
+                raise ValueError("no blocks chosen: set double_blocks (e.g. 'all') or single_blocks")
+            meta = AdapterMeta(channels=dm.hidden_size, mid_dim=mid_dim, kernel_size=kernel_size, blocks=blocks)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                adapter = DeTAdapter(meta)
+        adapter.meta.prompt = caption or adapter.meta.prompt
+        adapter.meta.tracking_weight = tracking_weight if tracks is not None else 0.0
+        adapter.meta.extra.update({"seed": str(seed), "learning_rate": f"{learning_rate:g}",
+                                   "tracking_features": config.tracking_features})
+        # 3. train on a patched clone of the model
+        patched, runtime = attach(model, adapter, adapter.indices("double"), adapter.indices("single"), 1.0,
+                                  mode="train", feature_block=config.feature_block())
+        mm.load_models_gpu([patched], force_full_load=True)
+        device = patched.load_device
+        result = None
+        with torch.inference_mode(False), torch.enable_grad():
+            _normal_tensors(patched.model)  # the transformer and the sampling tables
+            _normal_tensors(adapter)  # made or loaded under ComfyUI's inference mode
+            adapter.to(device)
+            x0 = patched.model.process_latent_in(samples.clone().to(device, torch.float32))
+            cond = {k: v.clone() if torch.is_tensor(v) else v for k, v in _conditioning(conditioning, guidance).items()}
+            if latent_tracks is not None:
+                latent_tracks.xy, latent_tracks.visibility = latent_tracks.xy.clone(), latent_tracks.visibility.clone()
+
+            def predict_x0(x_t, sigma):
+                return patched.model.apply_model(x_t, sigma, **cond)
+
+            pbar = comfy.utils.ProgressBar(steps)
+            pbar.update_absolute(start, steps)
+            every = max(1, (steps - start) // 20)
+            logs: list[StepLog] = list(history)
+            t_start = time.monotonic()
+
+            def on_step(entry: StepLog):
+                logs.append(entry)
+                track = "-" if entry.track is None else f"{entry.track:.4g}"
+                if entry.step % every == 0 or entry.step == steps:
+                    log.info("[DeT] step %d/%d loss %.4g (flow %.4g, track %s) %.2f s/step", entry.step, steps,
+                             entry.loss, entry.flow, track, (time.monotonic() - t_start) / max(1, entry.step - start))
+                _send({"node": cls.hidden.unique_id, "step": entry.step, "total": steps, "loss": entry.loss,
+                       "flow": entry.flow, "track": entry.track, "timestep": entry.timestep})
+                pbar.update_absolute(entry.step, steps)  # raises when the user interrupts: the loop saves first
+
+            def save(step: int, opt_state_dict: dict, _log) -> None:
+                adapter.meta.steps = step
+                adapter.save(out_path)
+                tmp = optimizer_state_path(out_path) + ".tmp"
+                torch.save({"step": step, "optimizer": opt_state_dict, "log": [e.__dict__ for e in logs]}, tmp)
+                os.replace(tmp, optimizer_state_path(out_path))
+                log.info("[DeT] saved %s at step %d", out_path, step)
+
+            try:
+                result = train_adapter(adapter, predict_x0, patched.model.model_sampling, x0, config, runtime=runtime,
+                                       tracks=latent_tracks, start_step=start, optimizer_state=opt_state,
+                                       save_checkpoint=save, on_step=on_step, should_stop=mm.processing_interrupted,
+                                       autocast_dtype=torch.bfloat16 if device.type == "cuda" else None)
+            finally:
+                adapter.to("cpu")
+        if result.stopped_early:
+            mm.throw_exception_if_processing_interrupted()
+        # 4. outputs
+        curve = loss_curve_image([e.loss for e in logs], [e.track for e in logs])
+        info = (f"{os.path.basename(out_path)}: {adapter.describe()}; "
+                f"final loss {logs[-1].loss:.4g}" + "".join(f"; {n}" for n in notes))
+        log.info("[DeT] %s", info)
+        image = torch.from_numpy(curve).float().div(255.0)[None]
+        return io.NodeOutput(adapter, image, info, ui=ui.PreviewText(info))
+
+
+NODES = [DeTTrainAdapter]
