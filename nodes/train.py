@@ -56,6 +56,17 @@ def _normal_tensors(module: torch.nn.Module) -> None:
             comfy.utils.set_attr(module, name, b.clone())
 
 
+def _normal_tree(obj):
+    """A copy of a nested optimizer state with every inference tensor made ordinary."""
+    if torch.is_tensor(obj):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return {k: _normal_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_normal_tree(v) for v in obj)
+    return obj
+
+
 class DeTTrainAdapter(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -178,6 +189,7 @@ class DeTTrainAdapter(io.ComfyNode):
         with torch.inference_mode(False), torch.enable_grad():
             _normal_tensors(patched.model)  # the transformer and the sampling tables
             _normal_tensors(adapter)  # made or loaded under ComfyUI's inference mode
+            opt_state = _normal_tree(opt_state)
             adapter.to(device)
             x0 = patched.model.process_latent_in(samples.clone().to(device, torch.float32))
             cond = {k: v.clone() if torch.is_tensor(v) else v for k, v in _conditioning(conditioning, guidance).items()}

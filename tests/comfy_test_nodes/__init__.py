@@ -107,9 +107,31 @@ class DeTTestLatent(io.ComfyNode):
         return io.NodeOutput({"samples": (base + colour * blob) / 0.476986})
 
 
+class DeTTestOtherModel(io.ComfyNode):
+    """A MODEL whose transformer is not HunyuanVideo (no other architecture can be made tiny enough here)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="DeTTestOtherModel", display_name="DeT Test Other Model (tests only)",
+                         category="DeT/testing", inputs=[], outputs=[io.Model.Output()])
+
+    @classmethod
+    def execute(cls):
+        import comfy.model_management
+        import comfy.model_patcher
+
+        class OtherModel(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.diffusion_model = torch.nn.Linear(4, 4)
+
+        dev = comfy.model_management.get_torch_device()
+        return io.NodeOutput(comfy.model_patcher.ModelPatcher(OtherModel(), load_device=dev, offload_device=dev))
+
+
 class _Ext(ComfyExtension):
     async def get_node_list(self):
-        return [DeTTestConditioning, DeTTestInspect, DeTTestLatent]
+        return [DeTTestConditioning, DeTTestInspect, DeTTestLatent, DeTTestOtherModel]
 
 
 async def comfy_entrypoint():

@@ -1,0 +1,185 @@
+"""The DeT nodes through a real ComfyUI server on the tiny HunyuanVideo: sampling with adapters, training,
+interrupting and resuming, and the errors users get for bad input."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from det_core.adapter import AdapterMeta, DeTAdapter
+from det_core.client import PromptExecutionError, PromptInterrupted, PromptValidationError
+from det_graphs import apply_node, base_nodes, empty_latent, fetch_latent, load_tracks_node, save_latent, train_node
+from test_adapter import randomised
+
+
+@pytest.fixture(scope="module")
+def adapters_dir(comfy_base):
+    path = os.path.join(comfy_base, "models", "det_adapters")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def write_adapter(folder, name, channels=128, blocks=None, seed=None):
+    blocks = blocks or {"double": [0, 1], "single": [0, 1]}
+    a = DeTAdapter(AdapterMeta(channels=channels, mid_dim=16, kernel_size=3, blocks=blocks))
+    if seed is not None:
+        randomised(a, seed, std=0.3)
+    return a.save(os.path.join(folder, name))
+
+
+def load_adapter_node(name):
+    return {"class_type": "DeTLoadAdapter", "inputs": {"adapter_name": name}}
+
+
+def ksampler(model, seed=5, latent=("empty", 0)):
+    return {"class_type": "KSampler", "inputs": {"model": list(model), "positive": ["cond2", 0], "negative": ["cond2", 0],
+            "latent_image": list(latent), "seed": seed, "steps": 3, "cfg": 1.0, "sampler_name": "euler",
+            "scheduler": "simple", "denoise": 1.0}}
+
+
+def test_zero_adapter_is_bit_identical_and_the_users_model_is_untouched(comfy, adapters_dir):
+    write_adapter(adapters_dir, "zero.safetensors")
+    write_adapter(adapters_dir, "random.safetensors", seed=1)
+    g = base_nodes()
+    g["empty"] = empty_latent()
+    # 1. the stock sampler on the user's model
+    plain = dict(g, ks=ksampler(("model", 0)), out=save_latent(("ks", 0), "plain"))
+    ref = fetch_latent(comfy, comfy.run(plain), "out")
+    # 2. Apply DeT Motion and Patch Model with a zero adapter: the same latent, bit for bit
+    det = dict(g, ad=load_adapter_node("zero.safetensors"), apply=apply_node(("ad", 0)), out=save_latent(("apply", 0), "zero"),
+               patch={"class_type": "DeTPatchModel", "inputs": {"model": ["model", 0], "adapter": ["ad", 0], "strength": 1.0,
+                      "double_blocks": "trained", "single_blocks": "trained", "keep_fraction": 1.0}},
+               ks2=ksampler(("patch", 0)), out2=save_latent(("ks2", 0), "zero_patch"))
+    result = comfy.run(det)
+    assert torch.equal(fetch_latent(comfy, result, "out"), ref)
+    assert torch.equal(fetch_latent(comfy, result, "out2"), ref)
+    # 3. a random adapter changes the result
+    rnd = dict(g, ad=load_adapter_node("random.safetensors"), apply=apply_node(("ad", 0)), out=save_latent(("apply", 0), "rnd"))
+    moved = fetch_latent(comfy, comfy.run(rnd), "out")
+    assert torch.isfinite(moved).all() and (moved - ref).abs().max() > 1e-3
+    # 4. afterwards the user's model samples exactly as before (a new graph, so nothing comes from the cache)
+    again = dict(g, ms={"class_type": "ModelSamplingSD3", "inputs": {"model": ["model", 0], "shift": 7.0}},
+                 ks=ksampler(("ms", 0)), out=save_latent(("ks", 0), "again"))
+    assert torch.equal(fetch_latent(comfy, comfy.run(again), "out"), ref)
+
+
+def test_one_adapter_at_two_sizes_and_frame_counts(comfy, adapters_dir):
+    write_adapter(adapters_dir, "sizes.safetensors", seed=2)
+    g = dict(base_nodes(), ad=load_adapter_node("sizes.safetensors"),
+             e1=empty_latent(9, 48, 64), e2=empty_latent(13, 32, 96))
+    g.update(a1=apply_node(("ad", 0), ("e1", 0)), a2=apply_node(("ad", 0), ("e2", 0)),
+             o1=save_latent(("a1", 0), "s1"), o2=save_latent(("a2", 0), "s2"))
+    result = comfy.run(g)
+    one, two = fetch_latent(comfy, result, "o1"), fetch_latent(comfy, result, "o2")
+    assert tuple(one.shape) == (1, 16, 3, 6, 8) and tuple(two.shape) == (1, 16, 4, 4, 12)
+    assert torch.isfinite(one).all() and torch.isfinite(two).all()
+
+
+def train_graph(tracks_path=None, **train_kw):
+    g = base_nodes()
+    tracks = None
+    if tracks_path:
+        g["tracks"] = load_tracks_node(tracks_path)
+        tracks = ["tracks", 0]
+    g["train"] = train_node(tracks=tracks, **train_kw)
+    g["curve"] = {"class_type": "DeTTestInspect", "inputs": {"value": ["train", 1], "label": "curve"}}
+    g["info"] = {"class_type": "PreviewAny", "inputs": {"source": ["train", 2]}}
+    return g
+
+
+def test_training_writes_an_adapter_with_metadata_and_a_falling_loss(comfy, adapters_dir, mtbench_examples):
+    tracks = os.path.join(mtbench_examples, "dance-twirl", "tracks.npy")
+    result = comfy.run(train_graph(tracks, output_name="trained", steps=40), timeout=300)
+    path = os.path.join(adapters_dir, "trained.safetensors")
+    with safe_open(path, "pt") as f:
+        md = f.metadata()
+        keys = set(f.keys())
+    assert md["det.steps"] == "40" and md["det.base_model"] == "hunyuan_video" and md["det.channels"] == "128"
+    assert md["det.mid_dim"] == "16" and md["det.kernel_size"] == "3" and md["det.prompt"] == "a drifting blob"
+    assert float(md["det.tracking_weight"]) == pytest.approx(0.1)
+    assert keys == {f"double_blocks.{i}.{w}.weight" for i in (0, 1) for w in ("down", "up")}
+    log = torch.load(path.replace(".safetensors", ".optim.pt"), weights_only=True)["log"]
+    losses = [e["loss"] for e in log]
+    assert len(losses) == 40 and np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), losses
+    assert any(e["track"] is not None for e in log), "no step ran the tracking loss"
+    live = [d for t, d in result.messages if t == "det.train"]
+    assert [d["step"] for d in live] == list(range(1, 41)) and live[-1]["loss"] == pytest.approx(losses[-1])
+    curve = result.outputs["curve"]["text"][0]
+    assert '"shape": [1, 320, 640, 3]' in curve
+    assert "trained.safetensors" in result.outputs["info"]["text"][0]
+    trained = DeTAdapter.load(path)
+    assert all(float(m.up.weight.detach().abs().sum()) > 0 for m in trained.double_blocks.values()), "up convs never left zero"
+
+
+def test_training_on_block_features_and_without_tracks(comfy, adapters_dir, mtbench_examples):
+    tracks = os.path.join(mtbench_examples, "dance-twirl", "tracks.npy")
+    comfy.run(train_graph(tracks, output_name="features", steps=25, tracking_features="block", feature_block="double:1"))
+    log = torch.load(os.path.join(adapters_dir, "features.optim.pt"), weights_only=True)["log"]
+    assert any(e["track"] is not None for e in log)
+    result = comfy.run(train_graph(None, output_name="no_tracks", steps=3))
+    assert "no TRACKS connected" in result.outputs["info"]["text"][0]
+    with safe_open(os.path.join(adapters_dir, "no_tracks.safetensors"), "pt") as f:
+        assert float(f.metadata()["det.tracking_weight"]) == 0.0
+
+
+def test_interrupt_keeps_a_loadable_checkpoint_and_resume_continues(comfy, adapters_dir):
+    def stop_after_five(mtype, data):
+        if mtype == "det.train" and data["step"] == 5:
+            comfy.interrupt()
+
+    with pytest.raises(PromptInterrupted):
+        comfy.run(train_graph(None, output_name="interrupted", steps=100000, checkpoint_every=0),
+                  on_message=stop_after_five, timeout=300)
+    path = os.path.join(adapters_dir, "interrupted.safetensors")
+    done = DeTAdapter.load(path).meta.steps
+    assert 5 <= done < 1000
+    state = torch.load(path.replace(".safetensors", ".optim.pt"), weights_only=True)
+    assert state["step"] == done and len(state["log"]) == done
+    result = comfy.run(train_graph(None, output_name="interrupted", steps=done + 4, resume_from="interrupted.safetensors"))
+    assert [d["step"] for t, d in result.messages if t == "det.train"] == [done + 1, done + 2, done + 3, done + 4]
+    assert DeTAdapter.load(path).meta.steps == done + 4
+    log = torch.load(path.replace(".safetensors", ".optim.pt"), weights_only=True)["log"]
+    assert [e["step"] for e in log] == list(range(1, done + 5))
+
+
+def expect_error(comfy, graph, pattern, kind=PromptExecutionError):
+    with pytest.raises(kind) as err:
+        comfy.run(graph)
+    text = str(err.value)
+    assert re.search(pattern, text), text
+
+
+def test_bad_input_gets_clear_errors(comfy, adapters_dir, input_dir, comfy_server):
+    g = base_nodes()
+    g["empty"] = empty_latent()
+    # an adapter for another width, and one for more blocks than the model has
+    write_adapter(adapters_dir, "wide.safetensors", channels=256)
+    write_adapter(adapters_dir, "deep.safetensors", blocks={"double": [0, 1, 2, 3, 4]})
+    for name, pattern in (("wide", "hidden size 256, the model has 128"),
+                          ("deep", r"double-stream blocks \[2, 3, 4\], the model has only 2")):
+        expect_error(comfy, dict(g, ad=load_adapter_node(f"{name}.safetensors"), apply=apply_node(("ad", 0)),
+                                 out=save_latent(("apply", 0), name)), pattern)
+    # a MODEL that is not HunyuanVideo
+    write_adapter(adapters_dir, "ok.safetensors")
+    expect_error(comfy, dict(g, other={"class_type": "DeTTestOtherModel", "inputs": {}}, ad=load_adapter_node("ok.safetensors"),
+                             patch={"class_type": "DeTPatchModel", "inputs": {"model": ["other", 0], "adapter": ["ad", 0],
+                                    "strength": 1.0, "double_blocks": "trained", "single_blocks": "trained", "keep_fraction": 1.0}},
+                             ks=ksampler(("patch", 0)), out=save_latent(("ks", 0), "other")),
+                 "DeT needs a HunyuanVideo model, got Linear")
+    # tracks whose frame count fits neither the latent nor 4k+1 pixel frames; tracks with no visible point
+    arr = np.random.default_rng(0).random((20, 8, 3)).astype(np.float32)
+    np.save(os.path.join(input_dir, "tracks20.npy"), arr)
+    expect_error(comfy, train_graph("tracks20.npy", output_name="t20", steps=2),
+                 "20 frames, which fits neither the latent's 13 frames nor its 49 pixel frames")
+    arr = np.zeros((49, 8, 3), np.float32)
+    np.save(os.path.join(input_dir, "hidden.npy"), arr)
+    expect_error(comfy, train_graph("hidden.npy", output_name="hidden", steps=2), "no visible point")
+    # steps 0, a name that leaves the folder, an existing name without overwrite
+    expect_error(comfy, train_graph(None, output_name="zero_steps", steps=0), "smaller than min of 1: steps", PromptValidationError)
+    expect_error(comfy, train_graph(None, output_name="../escape", steps=2), "'../escape' is not allowed")
+    expect_error(comfy, train_graph(None, output_name="ok", steps=2), r"ok\.safetensors exists; turn on overwrite")
+    assert not os.path.exists(os.path.join(adapters_dir, "..", "escape.safetensors"))
+    assert comfy_server.alive()
