@@ -18,7 +18,7 @@ test: setup
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 demo: setup
-	@$(PY) -m det_core.demo --host-dir "$$(cat .comfyui-path)" --out demo_output
+	@$(PY) -m devtools.demo --host-dir "$$(cat .comfyui-path)" --out demo_output
 
 clean:
 	rm -rf .venv .comfyui .comfyui-path .cache demo_output test_artifacts

@@ -40,7 +40,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def comfy_host() -> str:
-    from tiny_models import import_comfy
+    from devtools.tiny_models import import_comfy
 
     path = host_dir()
     import_comfy(path)
@@ -49,7 +49,7 @@ def comfy_host() -> str:
 
 @pytest.fixture(scope="session")
 def comfy_base(comfy_host, tmp_path_factory) -> str:
-    from tiny_models import TINY_HV_FILE, write_tiny_hunyuan_video
+    from devtools.tiny_models import TINY_HV_FILE, write_tiny_hunyuan_video
 
     base = prepare_base_dir(str(tmp_path_factory.mktemp("comfy_base")),
                             {"det_test_nodes": os.path.join(TESTS, "comfy_test_nodes")})
@@ -103,7 +103,7 @@ def tiny_transformer(comfy_host):
     import torch
     import comfy.ops
     from comfy.ldm.hunyuan_video.model import HunyuanVideo
-    from tiny_models import TINY_HV, tiny_hunyuan_video_state_dict
+    from devtools.tiny_models import TINY_HV, tiny_hunyuan_video_state_dict
 
     model = HunyuanVideo(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu", **TINY_HV)
     model.load_state_dict(tiny_hunyuan_video_state_dict(0))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tiny_models import TINY_HV_FILE, TINY_TEXT_DIM
+from devtools.tiny_models import TINY_HV_FILE, TINY_TEXT_DIM
 
 
 def base_nodes(frames=13, height=6, width=8, latent_seed=0) -> dict:

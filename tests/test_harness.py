@@ -5,7 +5,7 @@ import io
 import torch
 from safetensors.torch import load
 
-from tiny_models import TINY_HV_FILE, TINY_TEXT_DIM
+from devtools.tiny_models import TINY_HV_FILE, TINY_TEXT_DIM
 
 
 def sample_prompt(seed: int) -> dict:

@@ -129,9 +129,27 @@ class DeTTestOtherModel(io.ComfyNode):
         return io.NodeOutput(comfy.model_patcher.ModelPatcher(OtherModel(), load_device=dev, offload_device=dev))
 
 
+class DeTTestPseudoEncode(io.ComfyNode):
+    """Frames -> a HunyuanVideo-shaped latent without the VAE (which cannot be made tiny): every 4th frame,
+    8x8 average pooling and a fixed random 3 -> 16 channel mix. Motion in the frames stays motion in the latent."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="DeTTestPseudoEncode", display_name="DeT Test Pseudo Encode (tests only)",
+                         category="DeT/testing", inputs=[io.Image.Input("frames")], outputs=[io.Latent.Output()])
+
+    @classmethod
+    def execute(cls, frames):
+        x = frames[::4].permute(3, 0, 1, 2)[None]  # 1 3 T H W
+        x = torch.nn.functional.avg_pool3d(x, (1, 8, 8))
+        mix = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+        latent = torch.einsum("oc,bcthw->bothw", mix, x - 0.5)
+        return io.NodeOutput({"samples": latent / 0.476986})
+
+
 class _Ext(ComfyExtension):
     async def get_node_list(self):
-        return [DeTTestConditioning, DeTTestInspect, DeTTestLatent, DeTTestOtherModel]
+        return [DeTTestConditioning, DeTTestInspect, DeTTestLatent, DeTTestOtherModel, DeTTestPseudoEncode]
 
 
 async def comfy_entrypoint():
