@@ -4,7 +4,8 @@ Per chosen block, next to the 3D full attention and for video tokens only:
 
     x_mod (B, T*H*W, C)  -> (B*H*W, C, T) -> Conv1d(C->m, k) -> GELU -> Conv1d(m->C, k) -> (B, T*H*W, C)
 
-The second convolution starts at zero, so a new adapter is an exact no-op. The token grid (T, H, W) is given
+The second convolution starts at zero, so a new adapter is an exact no-op; the first starts from a standard
+normal (std 1), as in the public DeT code, whose learning rate (1e-5) was tuned with that init. The token grid (T, H, W) is given
 at run time, so one adapter works at any resolution and frame count.
 
 File format (safetensors): keys `double_blocks.{i}.down.weight` [m, C, k], `double_blocks.{i}.up.weight`
@@ -39,7 +40,7 @@ class TemporalConvAdapter(nn.Module):
             raise ValueError(f"kernel_size={kernel_size} must be odd (padding k//2 keeps the frame count)")
         self.down = nn.Conv1d(channels, mid_dim, kernel_size, padding=kernel_size // 2, bias=False)
         self.up = nn.Conv1d(mid_dim, channels, kernel_size, padding=kernel_size // 2, bias=False)
-        nn.init.normal_(self.down.weight, std=init_std if init_std is not None else 1.0 / math.sqrt(channels * kernel_size))
+        nn.init.normal_(self.down.weight, std=1.0 if init_std is None else init_std)
         nn.init.zeros_(self.up.weight)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:

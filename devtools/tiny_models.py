@@ -85,3 +85,36 @@ def import_comfy(host_dir: str) -> None:
 
     if not torch.cuda.is_available():
         args.cpu = True  # before comfy.model_management is imported: it picks the device at import
+
+
+def tiny_transformer(seed: int = 0):
+    """ComfyUI's HunyuanVideo transformer at the tiny size with seeded weights, in this process (import_comfy first)."""
+    import comfy.ops
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+
+    model = HunyuanVideo(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu", **TINY_HV)
+    model.load_state_dict(tiny_hunyuan_video_state_dict(seed))
+    return model.eval().requires_grad_(False)
+
+
+def flow_sampling(shift: float = 7.0):
+    """ComfyUI's flow-matching sampling object for HunyuanVideo (as the loaded model has it)."""
+    import comfy.model_sampling as ms
+
+    class FlowSampling(ms.ModelSamplingDiscreteFlow, ms.CONST):
+        pass
+
+    sampling = FlowSampling()
+    sampling.set_parameters(shift=shift)
+    return sampling
+
+
+def x0_predictor(model, sampling, context, pooled, guidance: float = 6.0):
+    """predict_x0(x_t, sigma) for det_core.train, calling the transformer as ComfyUI's apply_model does."""
+    g = torch.tensor([guidance])
+
+    def predict_x0(x_t, sigma):
+        out = model(x_t, sampling.timestep(sigma), context, y=pooled, guidance=g)
+        return x_t - sigma.reshape(-1, *[1] * (x_t.ndim - 1)) * out
+
+    return predict_x0

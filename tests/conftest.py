@@ -100,14 +100,9 @@ def inspect_report(result, node_id: str) -> dict:
 @pytest.fixture
 def tiny_transformer(comfy_host):
     """ComfyUI's HunyuanVideo transformer at the tiny test size, seeded weights, in this process."""
-    import torch
-    import comfy.ops
-    from comfy.ldm.hunyuan_video.model import HunyuanVideo
-    from devtools.tiny_models import TINY_HV, tiny_hunyuan_video_state_dict
+    from devtools.tiny_models import tiny_transformer
 
-    model = HunyuanVideo(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu", **TINY_HV)
-    model.load_state_dict(tiny_hunyuan_video_state_dict(0))
-    return model.eval().requires_grad_(False)
+    return tiny_transformer(0)
 
 
 def tiny_inputs(t_lat=3, h_lat=6, w_lat=8, seed=0):

@@ -8,17 +8,7 @@ from det_core.adapter import AdapterMeta, DeTAdapter
 from det_core.patch import DeTRuntime, forward_patches, install
 from det_core.tracking import LatentTracks
 from det_core.train import TrainConfig, train_adapter
-
-
-def flow_sampling(shift=7.0):
-    import comfy.model_sampling as ms
-
-    class Sampling(ms.ModelSamplingDiscreteFlow, ms.CONST):
-        pass
-
-    s = Sampling()
-    s.set_parameters(shift=shift)
-    return s
+from devtools.tiny_models import flow_sampling, x0_predictor
 
 
 def setup(model, seed=0, blocks=(0, 1), mode="train"):
@@ -30,11 +20,7 @@ def setup(model, seed=0, blocks=(0, 1), mode="train"):
     remove = install(model, forward_patches(model, runtime, mode))
     inputs = tiny_inputs(3, 6, 8, seed=11)
     sampling = flow_sampling()
-
-    def predict_x0(x_t, sigma):
-        out = model(x_t, sampling.timestep(sigma), inputs["context"], y=inputs["y"], guidance=inputs["guidance"])
-        return x_t - sigma.reshape(-1, 1, 1, 1, 1) * out
-
+    predict_x0 = x0_predictor(model, sampling, inputs["context"], inputs["y"])
     return adapter, runtime, remove, inputs["x"], sampling, predict_x0
 
 
