@@ -20,7 +20,7 @@ def loss_curve_image(losses: list[float], tracks: list[float | None] | None = No
     values = [v for v in losses if v is not None and math.isfinite(v)]
     if not values:
         d.text((left + 10, top + 10), "no steps yet", fill=(120, 0, 0))
-        return np.asarray(img)
+        return np.array(img)
     series = [("loss", losses, (170, 170, 170)), ("mean", _moving_average(losses), (30, 90, 200))]
     if tracks and any(t is not None for t in tracks):
         series.append(("tracking", tracks, (230, 120, 20)))
@@ -45,7 +45,7 @@ def loss_curve_image(losses: list[float], tracks: list[float | None] | None = No
     d.text((width - right - 70, height - bottom + 6), f"step {len(losses)}", fill=(60, 60, 60))
     legend = "grey: loss   blue: moving mean" + ("   orange: tracking" if len(series) > 2 else "")
     d.text((left + 150, 6), legend, fill=(60, 60, 60))
-    return np.asarray(img)
+    return np.array(img)
 
 
 def _moving_average(values: list[float], window: int = 20) -> list[float]:

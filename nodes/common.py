@@ -15,9 +15,22 @@ from ..det_core.patch import DeTRuntime, forward_patches
 # Socket types, declared once.
 DetAdapterType = io.Custom("DET_ADAPTER")
 TracksType = io.Custom("TRACKS")
+CoTrackerType = io.Custom("COTRACKER")
 
 ADAPTER_FOLDER = "det_adapters"
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+
+
+def torch_device(choice: str):
+    """'auto' -> ComfyUI's compute device; 'cpu' / 'cuda' as asked."""
+    import comfy.model_management as mm
+    import torch
+
+    if choice == "auto":
+        return mm.get_torch_device()
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was chosen but no CUDA GPU is available; choose 'auto' or 'cpu'")
+    return torch.device(choice)
 
 
 def hunyuan_transformer(model):
