@@ -15,6 +15,7 @@ MODEL_FOLDERS: dict[str, set[str]] = {
     "grounding-dino": set(),   # Hugging Face format folders
     "sams": {".pth", ".safetensors"},
     "sam2": set(),
+    "det_eval": set(),        # CLIP / DINO Hugging Face folders for the MTBench scores
 }
 
 WEB_DIRECTORY = "./web"
@@ -36,11 +37,12 @@ def register_model_folders() -> None:
 async def comfy_entrypoint():
     from comfy_api.latest import ComfyExtension, io
 
-    from .nodes import adapter, sample, tracks, train, video
+    from .nodes import adapter, evaluate, sample, segment, tracks, train, video
 
     class DeTExtension(ComfyExtension):
         async def get_node_list(self) -> list[type[io.ComfyNode]]:
-            return [*video.NODES, *tracks.NODES, *train.NODES, *sample.NODES, *adapter.NODES]
+            return [*video.NODES, *tracks.NODES, *train.NODES, *sample.NODES, *adapter.NODES, *evaluate.NODES,
+                    *segment.NODES]
 
     register_model_folders()
     return DeTExtension()

@@ -16,6 +16,8 @@ from ..det_core.patch import DeTRuntime, forward_patches
 DetAdapterType = io.Custom("DET_ADAPTER")
 TracksType = io.Custom("TRACKS")
 CoTrackerType = io.Custom("COTRACKER")
+GroundingDinoType = io.Custom("GROUNDING_DINO")
+SamType = io.Custom("SAM_MODEL")
 
 ADAPTER_FOLDER = "det_adapters"
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")

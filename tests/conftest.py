@@ -113,3 +113,21 @@ def tiny_inputs(t_lat=3, h_lat=6, w_lat=8, seed=0):
     return dict(x=torch.randn(1, 16, t_lat, h_lat, w_lat, generator=g), timestep=torch.tensor([500.0]),
                 context=torch.randn(1, 5, 32, generator=g), y=torch.randn(1, 768, generator=g),
                 guidance=torch.tensor([6.0]))
+
+
+@pytest.fixture(scope="session")
+def cotracker_file(comfy_base):
+    """A CoTracker3 checkpoint with random weights in the official layout, in the server's models/cotracker/
+    (plus one that lacks the correlation MLP, for the error path)."""
+    import torch
+    from det_core.cotracker import CoTracker3
+
+    folder = os.path.join(comfy_base, "models", "cotracker")
+    os.makedirs(folder, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = CoTracker3(window_len=60)
+    torch.save({"model": model.state_dict()}, os.path.join(folder, "det_test_offline.pth"))
+    torch.save({"model": {k: v for k, v in model.state_dict().items() if "corr_mlp" not in k}},
+               os.path.join(folder, "not_cotracker.pth"))
+    return "det_test_offline.pth"

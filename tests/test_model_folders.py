@@ -5,7 +5,7 @@ import os
 from det_core.client import ComfyClient
 from det_core.host import ComfyServer, prepare_base_dir
 
-PACK_FOLDERS = ["det_adapters", "cotracker", "grounding-dino", "sams", "sam2"]
+PACK_FOLDERS = ["det_adapters", "cotracker", "grounding-dino", "sams", "sam2", "det_eval"]
 
 
 def touch(path):

@@ -9,20 +9,6 @@ import pytest
 import torch
 
 from det_core.client import PromptExecutionError, PromptValidationError
-from det_core.cotracker import CoTracker3
-
-
-@pytest.fixture(scope="module")
-def cotracker_file(comfy_base):
-    folder = os.path.join(comfy_base, "models", "cotracker")
-    os.makedirs(folder, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = CoTracker3(window_len=60)
-    torch.save({"model": model.state_dict()}, os.path.join(folder, "det_test_offline.pth"))
-    torch.save({"model": {k: v for k, v in model.state_dict().items() if "corr_mlp" not in k}},
-               os.path.join(folder, "not_cotracker.pth"))
-    return "det_test_offline.pth"
 
 
 def graph(video, mask_image=None, frames=8, checkpoint="det_test_offline.pth", **track_kw):

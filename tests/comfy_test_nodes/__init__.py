@@ -147,9 +147,29 @@ class DeTTestPseudoEncode(io.ComfyNode):
         return io.NodeOutput({"samples": latent / 0.476986})
 
 
+class DeTTestPseudoDecode(io.ComfyNode):
+    """The inverse of DeTTestPseudoEncode, roughly: a latent -> frames (x4 in time, x8 in space), standing in for
+    VAE Decode in tests."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="DeTTestPseudoDecode", display_name="DeT Test Pseudo Decode (tests only)",
+                         category="DeT/testing", inputs=[io.Latent.Input("samples")], outputs=[io.Image.Output()])
+
+    @classmethod
+    def execute(cls, samples):
+        z = samples["samples"] * 0.476986  # B 16 T h w
+        mix = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+        rgb = torch.einsum("co,bothw->bcthw", torch.linalg.pinv(mix), z)[0] + 0.5  # 3 T h w
+        t = rgb.shape[1]
+        rgb = torch.nn.functional.interpolate(rgb[None], size=((t - 1) * 4 + 1, rgb.shape[2] * 8, rgb.shape[3] * 8),
+                                              mode="trilinear", align_corners=True)[0]
+        return io.NodeOutput(rgb.permute(1, 2, 3, 0).clamp(0, 1).contiguous())
+
+
 class _Ext(ComfyExtension):
     async def get_node_list(self):
-        return [DeTTestConditioning, DeTTestInspect, DeTTestLatent, DeTTestOtherModel, DeTTestPseudoEncode]
+        return [DeTTestConditioning, DeTTestInspect, DeTTestLatent, DeTTestOtherModel, DeTTestPseudoEncode, DeTTestPseudoDecode]
 
 
 async def comfy_entrypoint():

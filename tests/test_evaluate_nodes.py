@@ -1,0 +1,54 @@
+"""Evaluation nodes through the real server: motion difficulty of real tracks, motion fidelity of a video against
+itself and against its time-reversed copy."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from det_core.metrics import motion_difficulty
+
+
+def test_motion_difficulty_node_on_real_tracks(comfy, mtbench_examples):
+    path = os.path.join(mtbench_examples, "dog-agility", "tracks.npy")
+    g = {"load": {"class_type": "DeTLoadTracks", "inputs": {"path": path, "width": 720, "height": 480}},
+         "diff": {"class_type": "DeTMotionDifficulty", "inputs": {"tracks": ["load", 0]}},
+         "n": {"class_type": "DeTTestInspect", "inputs": {"value": ["diff", 0], "label": "clusters"}},
+         "level": {"class_type": "DeTTestInspect", "inputs": {"value": ["diff", 1], "label": "level"}}}
+    result = comfy.run(g)
+    arr = np.load(path)
+    direct = motion_difficulty(arr[..., :2].transpose(1, 0, 2) * np.array([720, 480]))
+    assert json.loads(result.outputs["n"]["text"][0])["value"] == direct["clusters"]
+    assert json.loads(result.outputs["level"]["text"][0])["value"] == direct["level"]
+
+
+def fidelity_graph(source, generated, cotracker_file):
+    def load(path):
+        return {"class_type": "DeTLoadVideo", "inputs": {
+            "video": path, "frame_load_cap": 6, "skip_first_frames": 0, "select_every_nth": 1, "force_rate": 0.0,
+            "width": 192, "height": 128, "snap_to_16": "off", "trim_to_4k_plus_1": False}}
+
+    return {
+        "src": load(source), "gen": load(generated),
+        "tracker": {"class_type": "DeTCoTrackerLoader", "inputs": {"checkpoint": cotracker_file, "mode": "auto",
+                                                                   "device": "cpu", "dtype": "fp32"}},
+        "score": {"class_type": "DeTMotionFidelity", "inputs": {
+            "generated": ["gen", 0], "cotracker": ["tracker", 0], "mode": "frechet", "alpha": 0.5, "points": 12,
+            "prompt": "", "source": ["src", 0]}},
+    }
+
+
+def test_motion_fidelity_is_100_against_itself_and_lower_against_other_motion(comfy, cotracker_file, mtbench_examples):
+    video = os.path.join(mtbench_examples, "dance-twirl", "source.mp4")
+    same = json.loads(comfy.run(fidelity_graph(video, video, cotracker_file), timeout=600).outputs["score"]["text"][0])
+    assert same["motion_fidelity"] == pytest.approx(100.0)
+    assert same["edit_fidelity"] is None and same["temporal_consistency"] is None
+    # the random tracker barely moves points, so real motion (the published tracks) scores far lower against it
+    g = fidelity_graph(video, video, cotracker_file)
+    g["tracks"] = {"class_type": "DeTLoadTracks", "inputs": {
+        "path": os.path.join(mtbench_examples, "dance-twirl", "tracks.npy"), "width": 720, "height": 480}}
+    del g["score"]["inputs"]["source"]
+    g["score"]["inputs"]["source_tracks"] = ["tracks", 0]
+    real = json.loads(comfy.run(g, timeout=600).outputs["score"]["text"][0])
+    assert real["motion_fidelity"] < 90.0, real

@@ -1,0 +1,381 @@
+"""det_core.segment with tiny random GroundingDINO / SAM / SAM 2 models saved to disk and loaded back by the
+pack's own loaders. Random weights make detections arbitrary, so the tests check behaviour: frame counts,
+binary masks, thresholds, the empty-frame report, the loaders' messages and the .pth conversion."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from det_core.segment import (  # noqa: E402
+    detect_boxes, grounded_masks, load_grounding_dino, load_sam, load_sam2, normalize_prompt, overlay,
+    sam_config_from_checkpoint, segment_boxes,
+)
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "person", "cat", ".", "the", "red", "ball"]
+F, H, W = 4, 40, 56
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+def _tiny_dino(folder: str) -> str:
+    from transformers import (BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+
+    os.makedirs(folder, exist_ok=True)
+    vocab = os.path.join(folder, "vocab.txt")
+    with open(vocab, "w") as f:
+        f.write("\n".join(VOCAB) + "\n")
+    tokenizer = BertTokenizer(vocab=vocab)
+    processor = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 48, "longest_edge": 80}),
+        tokenizer=tokenizer)
+    backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
+                          window_size=2, out_features=["stage2", "stage3", "stage4"])
+    text = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=64)
+    config = GroundingDinoConfig(
+        backbone_config=backbone, text_config=text, d_model=32, encoder_layers=1, decoder_layers=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2,
+        num_queries=12, max_text_len=32, encoder_n_points=1, decoder_n_points=1)
+    torch.manual_seed(0)
+    GroundingDinoForObjectDetection(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def _tiny_sam_config(image_size=64, layers=2, global_idx=(1,), window=2, decoder_heads=8):
+    from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+
+    vision = SamVisionConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, image_size=image_size,
+                             patch_size=16, output_channels=32, window_size=window,
+                             global_attn_indexes=list(global_idx), num_pos_feats=16, mlp_dim=48)
+    prompt = SamPromptEncoderConfig(hidden_size=32, image_size=image_size, patch_size=16, mask_input_channels=8)
+    decoder = SamMaskDecoderConfig(hidden_size=32, mlp_dim=40, num_hidden_layers=2,
+                                   num_attention_heads=decoder_heads, iou_head_hidden_dim=24)
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+
+
+def _tiny_sam(folder: str) -> str:
+    from transformers import SamImageProcessor, SamModel, SamProcessor
+
+    torch.manual_seed(1)
+    SamModel(_tiny_sam_config()).save_pretrained(folder)
+    SamProcessor(image_processor=SamImageProcessor(
+        size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
+        mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})).save_pretrained(folder)
+    return folder
+
+
+def _tiny_sam2(folder: str) -> str:
+    from transformers import (Sam2Config, Sam2HieraDetConfig, Sam2ImageProcessor, Sam2MaskDecoderConfig, Sam2Model,
+                              Sam2Processor, Sam2PromptEncoderConfig, Sam2VisionConfig)
+
+    backbone = Sam2HieraDetConfig(
+        hidden_size=8, image_size=[64, 64], embed_dim_per_stage=[8, 16, 32, 64], blocks_per_stage=[1, 1, 2, 1],
+        num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 2, 2, 1], global_attention_blocks=[3],
+        window_positional_embedding_background_size=[2, 2])
+    vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8],
+                              backbone_feature_sizes=[[16, 16], [8, 8], [4, 4]], fpn_hidden_size=16)
+    config = Sam2Config(
+        vision_config=vision,
+        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=16, image_size=64, patch_size=16,
+                                                      mask_input_channels=4),
+        mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=16, mlp_dim=32, num_attention_heads=2,
+                                                  iou_head_hidden_dim=16))
+    torch.manual_seed(2)
+    Sam2Model(config).save_pretrained(folder)
+    Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 64, "width": 64},
+                                                     mask_size={"height": 16, "width": 16})).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models are all overhead: with a busy CPU, intra-op threads make them up to 100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("segment_models")
+    return {"dino": _tiny_dino(str(root / "dino")), "sam": _tiny_sam(str(root / "sam")), "root": root}
+
+
+@pytest.fixture(scope="module")
+def dino(folders):
+    return load_grounding_dino(folders["dino"])
+
+
+@pytest.fixture(scope="module")
+def sam(folders):
+    return load_sam(folders["sam"])
+
+
+@pytest.fixture(scope="module")
+def frames():
+    g = torch.Generator().manual_seed(3)
+    return torch.rand(F, H, W, 3, generator=g)
+
+
+# ---------------------------------------------------------------------------------------------- one frame
+
+def test_prompt_is_lower_case_and_ends_with_a_period():
+    assert normalize_prompt("  A Dog ") == "a dog."
+    assert normalize_prompt("Person. Ball .") == "person. ball."
+    with pytest.raises(ValueError, match="prompt is empty"):
+        normalize_prompt(" . ")
+
+
+def test_detect_boxes_thresholds_and_pixel_boxes(dino, frames):
+    model, processor = dino
+    img = frames[0]
+    boxes, scores, labels = detect_boxes(img, "Dog", model, processor, box_threshold=0.0, text_threshold=0.0)
+    assert boxes.shape == (len(scores), 4) and len(labels) == len(scores) > 0
+    assert (boxes[:, 0::2] >= 0).all() and (boxes[:, 0::2] <= W).all()
+    assert (boxes[:, 1::2] >= 0).all() and (boxes[:, 1::2] <= H).all()
+    assert all(isinstance(t, str) and "[SEP]" not in t for t in labels)
+    # a higher threshold keeps exactly the boxes scoring above it; uint8 input gives the same result
+    cut = float(scores.median())
+    b2, s2, _ = detect_boxes((img.numpy() * 255 + 0.5).astype(np.uint8), "dog", model, processor, cut, 0.0)
+    assert torch.equal(s2, scores[scores > cut]) and torch.equal(b2, boxes[scores > cut])
+    none, _, _ = detect_boxes(img, "dog", model, processor, box_threshold=1.01)
+    assert none.shape == (0, 4)
+
+
+def test_segment_boxes_is_the_union_of_the_box_masks(sam, frames):
+    model, processor = sam
+    img = frames[1]
+    boxes = torch.tensor([[2.0, 3.0, 30.0, 25.0], [20.0, 10.0, 55.0, 39.0], [0.0, 0.0, 56.0, 40.0]])
+    union = segment_boxes(img, boxes, model, processor)
+    assert union.shape == (H, W) and union.dtype == torch.bool
+    singles = [segment_boxes(img, b[None], model, processor) for b in boxes]
+    assert torch.equal(union, singles[0] | singles[1] | singles[2])
+    assert torch.equal(segment_boxes(img, boxes, model, processor, chunk=1), union)  # chunking changes nothing
+    assert not segment_boxes(img, torch.zeros(0, 4), model, processor).any()
+
+
+# ---------------------------------------------------------------------------------------------- video
+
+def test_grounded_masks_one_binary_mask_per_frame(dino, sam, frames):
+    calls = []
+    masks, report = grounded_masks(frames, "dog", dino, sam, box_threshold=0.0, text_threshold=0.0,
+                                   on_progress=lambda i, n: calls.append((i, n)))
+    assert masks.shape == (F, H, W)
+    assert set(masks.unique().tolist()) <= {0.0, 1.0}
+    assert calls == [(i + 1, F) for i in range(F)]
+    assert report.frames == F and report.empty_frames == [] and report.warning == ""
+    assert all(n > 0 for n in report.boxes_per_frame)
+    # each frame's mask is exactly SAM on that frame's GroundingDINO boxes
+    for i in (0, F - 1):
+        boxes, _, _ = detect_boxes(frames[i], "dog", *dino, 0.0, 0.0)
+        assert torch.equal(masks[i].bool(), segment_boxes(frames[i], boxes, *sam))
+
+
+def test_nothing_on_frame_0_raises_with_the_fix(dino, sam, frames):
+    with pytest.raises(ValueError) as err:
+        grounded_masks(frames, "red ball", dino, sam, box_threshold=1.01, text_threshold=0.25)
+    msg = str(err.value)
+    assert "'red ball'" in msg and "frame 0" in msg and "lower box_threshold (now 1.01)" in msg
+
+
+def test_empty_middle_frame_gets_an_empty_mask_and_is_reported(dino, sam, frames):
+    seen = []
+
+    def detector(image, prompt, model, processor, box_threshold, text_threshold):
+        seen.append(len(seen))
+        if len(seen) - 1 == 2:  # the third frame finds nothing
+            return torch.zeros(0, 4), torch.zeros(0), []
+        return torch.tensor([[0.0, 0.0, float(W), float(H)]]), torch.ones(1), ["dog"]
+
+    masks, report = grounded_masks(frames, "dog", dino, sam, 0.3, 0.25, detector=detector)
+    assert masks.shape == (F, H, W) and seen == list(range(F))
+    assert report.empty_frames == [2] and report.boxes_per_frame == [1, 1, 0, 1]
+    assert not masks[2].any()
+    assert "1 of 4 frames (2)" in report.warning and "lower box_threshold" in report.warning
+    full = segment_boxes(frames[3], torch.tensor([[0.0, 0.0, float(W), float(H)]]), *sam)
+    assert torch.equal(masks[3].bool(), full)
+
+
+def test_bad_frames_shape_is_refused(dino, sam):
+    with pytest.raises(ValueError, match=r"IMAGE \[F, H, W, 3\]"):
+        grounded_masks(torch.zeros(2, 8, 8), "dog", dino, sam)
+
+
+def test_overlay_tints_only_masked_pixels():
+    frames = torch.rand(2, 6, 7, 3, generator=torch.Generator().manual_seed(4))
+    masks = torch.zeros(2, 6, 7)
+    masks[1, 2:4, 3:6] = 1
+    out = overlay(frames, masks, colour=(0.0, 1.0, 0.0), alpha=0.25)
+    assert out.shape == frames.shape
+    on = masks.bool()
+    torch.testing.assert_close(out[~on], frames[~on])
+    torch.testing.assert_close(out[on], frames[on] * 0.75 + torch.tensor([0.0, 0.25, 0.0]))
+    with pytest.raises(ValueError, match="do not fit"):
+        overlay(frames, torch.zeros(2, 5, 7))
+
+
+# ---------------------------------------------------------------------------------------------- loaders
+
+@pytest.mark.parametrize("loader, name", [(load_grounding_dino, "GroundingDINO"), (load_sam, "SAM"),
+                                          (load_sam2, "SAM 2")])
+def test_missing_folder_names_the_folder_and_the_download(tmp_path, loader, name):
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError) as err:
+        loader(missing)
+    assert missing in str(err.value) and f"{name} folder not found" in str(err.value)
+    assert "config.json" in str(err.value) and "model.safetensors" in str(err.value)
+    assert "facebook/sam" in str(err.value) or "IDEA-Research/grounding-dino-tiny" in str(err.value)
+
+
+def test_folder_without_files_lists_what_is_missing(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError) as err:
+        load_grounding_dino(str(tmp_path))
+    msg = str(err.value)
+    assert str(tmp_path) in msg and "lacks model.safetensors" in msg and "tokenizer.json or vocab.txt" in msg
+    lacks = msg.split(" lacks ")[1].split(";")[0].split(", ")  # config.json is there, so not listed
+    assert lacks == ["model.safetensors or model.safetensors.index.json",
+                     "preprocessor_config.json or processor_config.json", "tokenizer.json or vocab.txt",
+                     "tokenizer_config.json"]
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "sam_vit_b_01ec64.pth"))):
+        load_sam(str(tmp_path / "sam_vit_b_01ec64.pth"))
+
+
+def test_sam2_folder_loads_and_segments(tmp_path, frames):
+    pytest.importorskip("transformers", minversion="4.56")
+    folder = _tiny_sam2(str(tmp_path / "sam2"))
+    model, processor = load_sam2(folder)
+    assert type(model).__name__ == "Sam2Model"
+    assert type(load_sam(folder)[0]).__name__ == "Sam2Model"  # load_sam follows the config
+    boxes = torch.tensor([[2.0, 3.0, 30.0, 25.0], [20.0, 10.0, 55.0, 39.0]])
+    union = segment_boxes(frames[0], boxes, model, processor)
+    assert union.shape == (H, W) and union.dtype == torch.bool
+    singles = [segment_boxes(frames[0], b[None], model, processor) for b in boxes]
+    assert torch.equal(union, singles[0] | singles[1])
+
+
+# ---------------------------------------------------------------------------------------------- SAM .pth
+
+def _to_original_keys(state: dict) -> dict:
+    """transformers SamModel keys -> segment-anything keys (the inverse of the pack's mapping, written apart)."""
+    fixed = [("vision_encoder.", "image_encoder."), (".patch_embed.projection.", ".patch_embed.proj."),
+             (".neck.conv1.", ".neck.0."), (".neck.layer_norm1.", ".neck.1."), (".neck.conv2.", ".neck.2."),
+             (".neck.layer_norm2.", ".neck.3."), (".mask_embed.conv1.", ".mask_downscaling.0."),
+             (".mask_embed.layer_norm1.", ".mask_downscaling.1."), (".mask_embed.conv2.", ".mask_downscaling.3."),
+             (".mask_embed.layer_norm2.", ".mask_downscaling.4."), (".mask_embed.conv3.", ".mask_downscaling.6."),
+             (".upscale_conv1.", ".output_upscaling.0."), (".upscale_layer_norm.", ".output_upscaling.1."),
+             (".upscale_conv2.", ".output_upscaling.3."), (".layer_norm_final_attn.", ".norm_final_attn."),
+             ("prompt_encoder.shared_embedding.positional_embedding",
+              "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix")]
+    out = {}
+    for key, value in state.items():
+        if key == "shared_image_embedding.positional_embedding":
+            continue  # a copy of the prompt encoder's matrix; the original keeps one
+        for new, old in fixed:
+            key = key.replace(new, old)
+        if key.startswith("image_encoder.layers."):
+            key = key.replace("image_encoder.layers.", "image_encoder.blocks.", 1)
+        key = re.sub(r"\.layer_norm(\d)\.", r".norm\1.", key)
+        key = re.sub(r"\.point_embed\.(\d+)\.", r".point_embeddings.\1.", key)
+        m = re.match(r"^(mask_decoder\.(?:output_hypernetworks_mlps\.\d+|iou_prediction_head))\."
+                     r"(proj_in|proj_out|layers\.(\d+))\.(.*)$", key)
+        if m:  # SAM's MLP heads here are 3 deep: proj_in, layers.0, proj_out -> layers.0, 1, 2
+            j = {"proj_in": 0, "proj_out": 2}.get(m.group(2), int(m.group(3) or 0) + 1)
+            key = f"{m.group(1)}.layers.{j}.{m.group(4)}"
+        out[key] = value.clone()
+    return out
+
+
+def test_sam_pth_checkpoint_converts_to_the_same_model(tmp_path):
+    from transformers import SamModel
+
+    config = _tiny_sam_config(image_size=128, layers=3, global_idx=(1,), window=3)
+    torch.manual_seed(5)
+    ref = SamModel(config).eval()
+    original = _to_original_keys(ref.state_dict())
+    assert {"image_encoder.blocks.2.attn.rel_pos_h", "mask_decoder.iou_prediction_head.layers.2.weight"} <= set(original)
+    path = str(tmp_path / "sam_vit_tiny.pth")
+    torch.save(original, path)
+
+    # 1. the config read from shapes is the one the model was built with
+    found = sam_config_from_checkpoint(torch.load(path, weights_only=True))
+    for sub, names in {"vision_config": ["hidden_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                                         "patch_size", "window_size", "global_attn_indexes", "mlp_dim",
+                                         "output_channels", "num_pos_feats"],
+                       "prompt_encoder_config": ["hidden_size", "mask_input_channels", "num_point_embeddings"],
+                       "mask_decoder_config": ["hidden_size", "mlp_dim", "num_hidden_layers", "num_attention_heads",
+                                               "attention_downsample_rate", "iou_head_depth", "iou_head_hidden_dim",
+                                               "num_multimask_outputs"]}.items():
+        for name in names:
+            assert list(np.atleast_1d(getattr(getattr(found, sub), name))) == \
+                list(np.atleast_1d(getattr(getattr(config, sub), name))), (sub, name)
+
+    # 2. the weights are the original ones, and the outputs match
+    model, processor = load_sam(path)
+    got = model.state_dict()
+    assert set(got) == set(ref.state_dict())
+    for k, v in ref.state_dict().items():
+        assert torch.equal(got[k], v), k
+    g = torch.Generator().manual_seed(6)
+    pixels = torch.randn(1, 3, 128, 128, generator=g)
+    boxes = torch.tensor([[[10.0, 20.0, 90.0, 100.0], [0.0, 0.0, 128.0, 64.0]]])
+    with torch.no_grad():
+        a = ref(pixel_values=pixels, input_boxes=boxes)
+        b = model(pixel_values=pixels, input_boxes=boxes)
+    torch.testing.assert_close(b.pred_masks, a.pred_masks)
+    torch.testing.assert_close(b.iou_scores, a.iou_scores)
+    # the processor made for the checkpoint feeds the model at its size
+    img = (torch.rand(50, 70, 3, generator=g) * 255).to(torch.uint8).numpy()
+    assert processor(images=img, return_tensors="pt")["pixel_values"].shape[-2:] == (128, 128)
+    assert segment_boxes(img, boxes[0], model, processor).shape == (50, 70)
+
+
+@pytest.mark.parametrize("hidden, layers, heads, global_idx", [
+    (768, 12, 12, [2, 5, 8, 11]),      # sam_vit_b
+    (1024, 24, 16, [5, 11, 17, 23]),   # sam_vit_l
+    (1280, 32, 16, [7, 15, 23, 31]),   # sam_vit_h
+])
+def test_released_sam_sizes_are_read_from_shapes(hidden, layers, heads, global_idx):
+    from transformers import SamConfig, SamModel, SamVisionConfig
+
+    vision = SamVisionConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                             global_attn_indexes=global_idx)
+    with torch.device("meta"):  # shapes only, no memory
+        original = _to_original_keys(SamModel(SamConfig(vision_config=vision)).state_dict())
+    found = sam_config_from_checkpoint(original).vision_config
+    assert (found.hidden_size, found.num_hidden_layers, found.num_attention_heads) == (hidden, layers, heads)
+    assert list(found.global_attn_indexes) == global_idx and found.window_size == 14
+    assert (found.image_size, found.patch_size, found.mlp_dim) == (1024, 16, 4 * hidden)
+
+
+def test_sam_pth_with_foreign_keys_says_which(tmp_path):
+    from transformers import SamModel
+
+    torch.manual_seed(7)
+    original = _to_original_keys(SamModel(_tiny_sam_config()).state_dict())
+    original["mask_decoder.hf_token.weight"] = torch.zeros(1, 32)  # an HQ-SAM style extra
+    del original["mask_decoder.transformer.layers.1.norm4.weight"]
+    path = str(tmp_path / "odd.pth")
+    torch.save(original, path)
+    with pytest.raises(ValueError) as err:
+        load_sam(path)
+    msg = str(err.value)
+    assert path in msg and "1 missing (mask_decoder.transformer.layers.1.layer_norm4.weight)" in msg
+    assert "1 unexpected (mask_decoder.hf_token.weight)" in msg
+    del original["mask_decoder.iou_token.weight"]
+    torch.save(original, path)
+    with pytest.raises(ValueError, match="key 'mask_decoder.iou_token.weight' is missing"):
+        load_sam(path)
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable SAM checkpoint"):
+        load_sam(str(tmp_path / "junk.pth"))
