@@ -141,7 +141,8 @@ class DeTCoTrackerTracks(io.ComfyNode):
         info = (f"{len(queries)} points ({sampling}) over {f} frames with {cotracker.name} "
                 f"({'online' if cotracker.online else 'offline'}); {float(vis.float().mean()):.0%} visible")
         log.info("[DeT] %s", info)
-        return io.NodeOutput(tracks, draw_tracks(images, tracks), info)
+        preview = draw_tracks(images, tracks)
+        return io.NodeOutput(tracks, preview, info, ui=ui.PreviewImage(preview[::max(1, f // 12)], cls=cls))
 
 
 class DeTLoadTracks(io.ComfyNode):

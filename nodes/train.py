@@ -238,7 +238,7 @@ class DeTTrainAdapter(io.ComfyNode):
                 f"final loss {logs[-1].loss:.4g}" + "".join(f"; {n}" for n in notes))
         log.info("[DeT] %s", info)
         image = torch.from_numpy(curve).float().div(255.0)[None]
-        return io.NodeOutput(adapter, image, info, ui=ui.PreviewText(info))
+        return io.NodeOutput(adapter, image, info, ui=ui.PreviewImage(image, cls=cls))
 
 
 NODES = [DeTTrainAdapter]

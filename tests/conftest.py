@@ -80,7 +80,7 @@ def comfy(comfy_server, request) -> ComfyClient:
     assert comfy_server.alive(), "the ComfyUI server died during the test:\n" + comfy_server.log_tail()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def input_dir(comfy_base) -> str:
     return os.path.join(comfy_base, "input")
 

@@ -1,0 +1,279 @@
+"""Build the example workflows in the real ComfyUI front end and save them (UI format) with thumbnails.
+
+    .venv/bin/python -m devtools.build_workflows [--check]
+
+Each workflow is described below by its nodes (type, title, position, widget values by name) and links (by output
+index and input name); the front end itself creates the nodes, so `widgets_values`, sockets and node sizes are
+exactly what a user's save would hold. `--check` rebuilds in memory and fails if a shipped file differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "workflows")
+
+UNET = "hunyuan_video_t2v_720p_bf16.safetensors"
+CLIP_L, LLAVA = "clip_l.safetensors", "llava_llama3_fp8_scaled.safetensors"
+VAE = "hunyuan_video_vae_bf16.safetensors"
+EXAMPLE_VIDEO = "det_example.mp4"
+
+MODELS_NOTE = (
+    "Model files (put them here, nothing is downloaded):\n"
+    f"- models/diffusion_models/{UNET}\n"
+    f"- models/text_encoders/{CLIP_L} and {LLAVA}\n"
+    f"- models/vae/{VAE}\n"
+    "- models/grounding-dino/grounding-dino-tiny/ (Hugging Face folder of IDEA-Research/grounding-dino-tiny)\n"
+    "- models/sams/sam-vit-base/ (Hugging Face folder of facebook/sam-vit-base) or sam_vit_b_01ec64.pth\n"
+    "- models/cotracker/scaled_offline.pth (CoTracker3 release)\n"
+    "Adapters are written to models/det_adapters/."
+)
+
+
+def hv_loaders(x: int, y: int) -> list:
+    return [
+        ("unet", "UNETLoader", "Load Diffusion Model", (x, y), {"unet_name": UNET, "weight_dtype": "default"}),
+        ("clip", "DualCLIPLoader", "DualCLIPLoader", (x, y + 130),
+         {"clip_name1": CLIP_L, "clip_name2": LLAVA, "type": "hunyuan_video", "device": "default"}),
+        ("vae", "VAELoader", "Load VAE", (x, y + 300), {"vae_name": VAE}),
+    ]
+
+
+def reference_nodes(x: int, y: int) -> list:
+    """Video at (x, y); mask and tracks in the next two columns."""
+    return [
+        ("video", "DeTLoadVideo", "Reference video", (x, y), {
+            "video": EXAMPLE_VIDEO, "frame_load_cap": 49, "skip_first_frames": 0, "select_every_nth": 1,
+            "force_rate": 0.0, "width": 0, "height": 0, "snap_to_16": "crop", "trim_to_4k_plus_1": True}),
+        ("dino", "DeTGroundingDinoLoader", "Load GroundingDINO (DeT)", (x + 440, y - 420),
+         {"model_name": "grounding-dino-tiny", "device": "auto", "dtype": "auto"}),
+        ("sam", "DeTSAMLoader", "Load SAM (DeT)", (x + 440, y - 270), {"model_name": "sam-vit-base", "device": "auto", "dtype": "auto"}),
+        ("mask", "DeTGroundedSAMMask", "Reference mask", (x + 440, y - 100),
+         {"prompt": "person", "box_threshold": 0.35, "text_threshold": 0.25}),
+        ("cotracker", "DeTCoTrackerLoader", "Load CoTracker3 (DeT)", (x + 440, y + 140),
+         {"checkpoint": "scaled_offline.pth", "mode": "auto", "device": "auto", "dtype": "auto"}),
+        ("tracks", "DeTCoTrackerTracks", "Reference tracks", (x + 440, y + 330),
+         {"points": 100, "sampling": "mask-weighted", "query_frame": 0, "backward_tracking": False, "seed": 0,
+          "control_after_generate": "fixed"}),
+        ("mask_preview", "PreviewImage", "Mask preview", (x + 880, y - 420), {}, (380, 300)),
+        ("track_preview", "PreviewImage", "Track preview", (x + 880, y - 80), {}, (380, 300)),
+    ]
+
+
+REFERENCE_LINKS = [
+    ("video", 0, "mask", "images"), ("dino", 0, "mask", "grounding_dino"), ("sam", 0, "mask", "sam_model"),
+    ("video", 0, "tracks", "images"), ("cotracker", 0, "tracks", "cotracker"), ("mask", 0, "tracks", "mask"),
+    ("mask", 1, "mask_preview", "images"), ("tracks", 1, "track_preview", "images"),
+]
+
+
+def train_nodes(x: int, y: int) -> list:
+    return [
+        ("encode", "VAEEncode", "VAE Encode (reference)", (x, y + 260), {}),
+        ("caption", "CLIPTextEncode", "Reference caption", (x, y + 380),
+         {"text": "A woman wearing a blue dress is dancing on the ground in front of a lot of people."}),
+        ("train", "DeTTrainAdapter", "Train DeT Adapter", (x + 440, y), {
+            "steps": 500, "learning_rate": 1e-5, "mid_dim": 128, "kernel_size": 3, "double_blocks": "all",
+            "single_blocks": "none", "tracking_weight": 0.1, "tracking_features": "x0", "feature_block": "double:19",
+            "guidance": 6.0, "warmup_steps": 100, "optimizer": "auto", "seed": 0, "control_after_generate": "fixed",
+            "output_name": "det_motion", "checkpoint_every": 100, "overwrite": False, "resume_from": "none",
+            "caption": "A woman wearing a blue dress is dancing"}),
+        ("loss_preview", "PreviewImage", "Loss curve", (x + 880, y), {}, (380, 300)),
+    ]
+
+
+TRAIN_LINKS = [
+    ("video", 0, "encode", "pixels"), ("vae", 0, "encode", "vae"), ("clip", 0, "caption", "clip"),
+    ("unet", 0, "train", "model"), ("encode", 0, "train", "latent"), ("caption", 0, "train", "conditioning"),
+    ("tracks", 0, "train", "tracks"), ("train", 1, "loss_preview", "images"),
+]
+
+
+def apply_nodes(x: int, y: int, batch: int = 1) -> list:
+    return [
+        ("prompt", "CLIPTextEncode", "New prompt", (x, y + 380), {"text": "An astronaut is dancing on mars."}),
+        ("empty", "EmptyHunyuanLatentVideo", "Empty video latent", (x, y + 640),
+         {"width": 720, "height": 480, "length": 49, "batch_size": batch}),
+        ("apply", "DeTApplyMotion", "Apply DeT Motion", (x + 440, y), {
+            "seed": 42, "control_after_generate": "fixed", "steps": 30, "guidance": 6.0, "cfg": 1.0,
+            "flow_shift": 7.0, "sampler_name": "euler", "scheduler": "simple", "strength": 1.0,
+            "double_blocks": "trained", "single_blocks": "trained", "keep_fraction": 1.0}),
+        ("decode", "VAEDecodeTiled", "VAE Decode (Tiled)", (x + 880, y),
+         {"tile_size": 256, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}),
+        ("to_video", "CreateVideo", "Create Video", (x + 880, y + 220), {"fps": 8.0}),
+        ("save", "SaveVideo", "Save Video", (x + 1260, y), {"filename_prefix": "video/det", "format": "auto", "codec": "auto"}, (400, 360)),
+    ]
+
+
+APPLY_LINKS = [
+    ("clip", 0, "prompt", "clip"), ("unet", 0, "apply", "model"), ("prompt", 0, "apply", "positive"),
+    ("empty", 0, "apply", "latent"), ("apply", 0, "decode", "samples"), ("vae", 0, "decode", "vae"),
+    ("decode", 0, "to_video", "images"), ("to_video", 0, "save", "video"),
+]
+
+
+def note(key, pos, text, size=(420, 260)):
+    return (key, "Note", "Note", pos, {"text": text}, size)
+
+
+WORKFLOWS = {
+    "det_motion_transfer": {
+        "nodes": [*hv_loaders(40, 40), *reference_nodes(40, 560), *train_nodes(1360, 40), *apply_nodes(2680, 40),
+                  note("models", (40, -420), MODELS_NOTE, (820, 300)),
+                  note("how", (1360, -420), "DeT motion transfer: the reference video's subject is masked (GroundedSAM), "
+                       "tracked (CoTracker3), and its motion is learned by Train DeT Adapter (about an hour on an A100 "
+                       "for 500 steps). Apply DeT Motion then samples the new prompt with that motion. Put your video in "
+                       "ComfyUI's input folder (or upload it on Reference video) and write its caption.", (820, 200))],
+        "links": [*REFERENCE_LINKS, *TRAIN_LINKS, *APPLY_LINKS, ("train", 0, "apply", "adapter"),
+                  ("video", 1, "to_video", "fps")],
+    },
+    "det_train_adapter": {
+        "nodes": [*hv_loaders(40, 40), *reference_nodes(40, 560), *train_nodes(1360, 40),
+                  note("models", (40, -420), MODELS_NOTE, (820, 300)),
+                  note("how", (1360, -420), "Trains a DeT adapter and stops: it is saved as models/det_adapters/"
+                       "det_motion.safetensors (every 100 steps, at the end and when you press Cancel). Use it later "
+                       "with det_apply_adapter; set resume_from to continue training.", (700, 160))],
+        "links": [*REFERENCE_LINKS, *TRAIN_LINKS],
+    },
+    "det_apply_adapter": {
+        "nodes": [*hv_loaders(40, 40),
+                  ("adapter", "DeTLoadAdapter", "Load DeT Adapter", (40, 420), {"adapter_name": "det_motion.safetensors"}),
+                  *apply_nodes(480, -340, batch=2),
+                  note("models", (40, -260), "Model files:\n"
+                       f"- models/diffusion_models/{UNET}\n- models/text_encoders/{CLIP_L} and {LLAVA}\n"
+                       f"- models/vae/{VAE}\n- models/det_adapters/det_motion.safetensors (from Train DeT Adapter)",
+                       (700, 200)),
+                  note("how", (800, -260), "A saved adapter with a new prompt; batch_size 2 samples two seeds at once. "
+                       "Lower keep_fraction to apply the adapter only in the first blocks, or strength to weaken it.",
+                       (600, 160))],
+        "links": [*APPLY_LINKS, ("adapter", 0, "apply", "adapter")],
+    },
+    "det_evaluate": {
+        "nodes": [
+            ("generated", "DeTLoadVideo", "Generated video", (40, 40), {
+                "video": "det_generated.mp4", "frame_load_cap": 49, "skip_first_frames": 0, "select_every_nth": 1,
+                "force_rate": 0.0, "width": 0, "height": 0, "snap_to_16": "off", "trim_to_4k_plus_1": False}),
+            ("video", "DeTLoadVideo", "Reference video", (40, 480), {
+                "video": EXAMPLE_VIDEO, "frame_load_cap": 49, "skip_first_frames": 0, "select_every_nth": 1,
+                "force_rate": 0.0, "width": 0, "height": 0, "snap_to_16": "off", "trim_to_4k_plus_1": False}),
+            ("cotracker", "DeTCoTrackerLoader", "Load CoTracker3 (DeT)", (440, 40),
+             {"checkpoint": "scaled_offline.pth", "mode": "auto", "device": "auto", "dtype": "auto"}),
+            ("eval_models", "DeTLoadEvalModels", "Load Eval Models (DeT)", (440, 220),
+             {"clip": "clip-vit-base-patch32", "dino": "dino-vitb16", "device": "auto"}),
+            ("score", "DeTMotionFidelity", "Motion Fidelity (DeT)", (840, 40), {
+                "mode": "frechet", "alpha": 0.5, "points": 100, "prompt": "An astronaut is dancing on mars."}),
+            ("report", "PreviewAny", "Scores", (1240, 40), {}),
+            note("models", (40, -260), "Model files:\n- models/cotracker/scaled_offline.pth (CoTracker3 release)\n"
+                 "- models/det_eval/clip-vit-base-patch32/ (Hugging Face folder of openai/clip-vit-base-patch32)\n"
+                 "- models/det_eval/dino-vitb16/ (Hugging Face folder of facebook/dino-vitb16)\n"
+                 "Motion fidelity needs only CoTracker3; edit fidelity needs CLIP, temporal consistency DINO.", (700, 200)),
+        ],
+        "links": [("generated", 0, "score", "generated"), ("video", 0, "score", "source"),
+                  ("cotracker", 0, "score", "cotracker"), ("eval_models", 0, "score", "eval_models"),
+                  ("score", 3, "report", "source")],
+    },
+}
+
+BUILD_JS = """
+async (spec) => {
+  const g = window.app.graph;
+  g.clear();
+  const made = {};
+  for (const [key, type, title, pos, values, size] of spec.nodes) {
+    const n = LiteGraph.createNode(type);
+    if (!n) throw new Error("unknown node type " + type);
+    n.title = title;
+    n.pos = pos;
+    for (const w of (n.widgets || [])) {
+      if (Object.prototype.hasOwnProperty.call(values, w.name)) w.value = values[w.name];
+    }
+    if (size) n.size = size;
+    g.add(n);
+    made[key] = n;
+  }
+  for (const [src, slot, dst, input] of spec.links) {
+    const to = made[dst], from = made[src];
+    const idx = to.findInputSlot(input);
+    if (idx < 0) throw new Error(`${dst} has no input ${input}`);
+    from.connect(slot, to, idx);
+  }
+  window.app.canvas.setDirty(true, true);
+  return true;
+}
+"""
+
+FIT_JS = """
+() => {
+  window.app.canvas.min_font_size_for_lod = 0;  // draw titles and widgets at any zoom
+  const nodes = window.app.graph._nodes;
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  for (const n of nodes) { x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
+                           x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]); }
+  const c = window.app.canvas, W = c.canvas.width, H = c.canvas.height;
+  const s = Math.min(W / (x1 - x0 + 80), H / (y1 - y0 + 80));
+  c.ds.scale = s;
+  c.ds.offset = [-x0 + 40 / s, -y0 + 40 / s];
+  c.setDirty(true, true);
+}
+"""
+
+
+def build_all(url: str, names=None) -> dict[str, tuple[dict, bytes]]:
+    """name -> (UI workflow, JPEG thumbnail) built in the front end served at `url`."""
+    from PIL import Image
+
+    from .browser import comfy_page
+
+    out = {}
+    with comfy_page(url, width=2800, height=1400) as (page, _messages):
+        for name, spec in WORKFLOWS.items():
+            if names and name not in names:
+                continue
+            nodes = [list(n) + [None] * (6 - len(n)) for n in spec["nodes"]]
+            page.evaluate(BUILD_JS, {"nodes": nodes, "links": spec["links"]})
+            wf = page.evaluate("() => window.app.graph.serialize()")
+            page.evaluate(FIT_JS)
+            page.wait_for_timeout(600)
+            png = page.screenshot()
+            img = Image.open(io.BytesIO(png)).convert("RGB")
+            img.thumbnail((800, 500))
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=82)
+            out[name] = (wf, buf.getvalue(), png)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host-dir", default=os.path.join(ROOT, ".comfyui"))
+    parser.add_argument("--out", default=OUT)
+    ns = parser.parse_args(argv)
+    import tempfile
+
+    from det_core.host import ComfyServer, prepare_base_dir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = prepare_base_dir(tmp)
+        with ComfyServer(ns.host_dir, base_dir=base, log_path=os.path.join(tmp, "server.log")) as server:
+            built = build_all(server.url)
+    os.makedirs(ns.out, exist_ok=True)
+    for name, (wf, jpg, png) in built.items():
+        with open(os.path.join(ns.out, name + ".json"), "w") as f:
+            json.dump(wf, f, indent=1)
+        with open(os.path.join(ns.out, name + ".jpg"), "wb") as f:
+            f.write(jpg)
+        if name == "det_motion_transfer":
+            with open(os.path.join(ROOT, "docs", "det_motion_transfer.png") if os.path.isdir(os.path.join(ROOT, "docs"))
+                      else os.path.join(ns.out, name + ".png"), "wb") as f:
+                f.write(png)
+        print(f"wrote {os.path.join(ns.out, name)}.json and .jpg")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
