@@ -118,3 +118,98 @@ def x0_predictor(model, sampling, context, pooled, guidance: float = 6.0):
         return x_t - sigma.reshape(-1, *[1] * (x_t.ndim - 1)) * out
 
     return predict_x0
+
+
+# -- tiny GroundingDINO / SAM / SAM 2 in Hugging Face format, random weights ----------------------------------------
+
+DINO_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "person", "cat", ".", "the", "red", "ball"]
+
+
+def tiny_grounding_dino(folder: str) -> str:
+    from transformers import (BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+
+    os.makedirs(folder, exist_ok=True)
+    vocab = os.path.join(folder, "vocab.txt")
+    with open(vocab, "w") as f:
+        f.write("\n".join(DINO_VOCAB) + "\n")
+    tokenizer = BertTokenizer(vocab=vocab)
+    processor = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 48, "longest_edge": 80}),
+        tokenizer=tokenizer)
+    backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
+                          window_size=2, out_features=["stage2", "stage3", "stage4"])
+    text = BertConfig(vocab_size=len(DINO_VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=64)
+    config = GroundingDinoConfig(
+        backbone_config=backbone, text_config=text, d_model=32, encoder_layers=1, decoder_layers=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2,
+        num_queries=12, max_text_len=32, encoder_n_points=1, decoder_n_points=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        GroundingDinoForObjectDetection(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def tiny_sam_config(image_size=64, layers=2, global_idx=(1,), window=2, decoder_heads=8):
+    from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+
+    vision = SamVisionConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, image_size=image_size,
+                             patch_size=16, output_channels=32, window_size=window,
+                             global_attn_indexes=list(global_idx), num_pos_feats=16, mlp_dim=48)
+    prompt = SamPromptEncoderConfig(hidden_size=32, image_size=image_size, patch_size=16, mask_input_channels=8)
+    decoder = SamMaskDecoderConfig(hidden_size=32, mlp_dim=40, num_hidden_layers=2,
+                                   num_attention_heads=decoder_heads, iou_head_hidden_dim=24)
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+
+
+def tiny_sam(folder: str) -> str:
+    from transformers import SamImageProcessor, SamModel, SamProcessor
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        SamModel(tiny_sam_config()).save_pretrained(folder)
+    SamProcessor(image_processor=SamImageProcessor(
+        size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
+        mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})).save_pretrained(folder)
+    return folder
+
+
+def tiny_sam2(folder: str) -> str:
+    from transformers import (Sam2Config, Sam2HieraDetConfig, Sam2ImageProcessor, Sam2MaskDecoderConfig, Sam2Model,
+                              Sam2Processor, Sam2PromptEncoderConfig, Sam2VisionConfig)
+
+    backbone = Sam2HieraDetConfig(
+        hidden_size=8, image_size=[64, 64], embed_dim_per_stage=[8, 16, 32, 64], blocks_per_stage=[1, 1, 2, 1],
+        num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 2, 2, 1], global_attention_blocks=[3],
+        window_positional_embedding_background_size=[2, 2])
+    vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8],
+                              backbone_feature_sizes=[[16, 16], [8, 8], [4, 4]], fpn_hidden_size=16)
+    config = Sam2Config(
+        vision_config=vision,
+        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=16, image_size=64, patch_size=16,
+                                                      mask_input_channels=4),
+        mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=16, mlp_dim=32, num_attention_heads=2,
+                                                  iou_head_hidden_dim=16))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        Sam2Model(config).save_pretrained(folder)
+    Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 64, "width": 64},
+                                                     mask_size={"height": 16, "width": 16})).save_pretrained(folder)
+    return folder
+
+
+def write_random_cotracker3(path: str, seed: int = 0, drop: str | None = None) -> str:
+    """A CoTracker3 checkpoint with random weights in the official layout ({"model": state_dict}); `drop` removes
+    the tensors whose names contain it (for error-path tests)."""
+    from det_core.cotracker import CoTracker3
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sd = CoTracker3(window_len=60).state_dict()
+    if drop:
+        sd = {k: v for k, v in sd.items() if drop not in k}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({"model": sd}, path)
+    return path

@@ -26,7 +26,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip install --disable-pip-version-check -q)
+PIP=(pip_quiet "$PY" -m pip install --disable-pip-version-check -q)
+
+# pip here warns about every local index folder it does not find; keep its real messages only
+pip_quiet() { "$@" 2> >(grep -v "^WARNING: Location 'file://" >&2); }
 
 # 2. torch (the host owns it; we pin the release this machine has on disk) ----------------------
 if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
@@ -77,7 +80,19 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-# 6. make the pack visible to the host ---------------------------------------------------------
+# 6. Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser) --------
+if [ ! -x /usr/bin/chromium ] && [ -z "${DET_CHROMIUM:-}" ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    log "installing Debian's chromium for the browser tests"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: /usr/bin/chromium is missing: install Debian's chromium package (or set DET_CHROMIUM to a" \
+         "Chromium binary) for the browser tests" >&2
+  fi
+fi
+
+# 7. make the pack visible to the host ---------------------------------------------------------
 link="$HOST/custom_nodes/$PACK_LINK_NAME"
 if [ -L "$link" ] && [ "$(readlink "$link")" = "$ROOT" ]; then
   :

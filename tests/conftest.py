@@ -60,9 +60,8 @@ def comfy_base(comfy_host, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def comfy_server(comfy_host, comfy_base):
     os.makedirs(ARTIFACTS, exist_ok=True)
-    server = ComfyServer(comfy_host, base_dir=comfy_base, log_path=os.path.join(ARTIFACTS, "comfyui-server.log"))
-    if os.path.exists(server.log_path):
-        os.remove(server.log_path)
+    server = ComfyServer(comfy_host, base_dir=comfy_base,
+                         log_path=os.path.join(ARTIFACTS, f"comfyui-server-{os.getpid()}.log"))
     server.start(timeout=240)
     yield server
     server.stop()
@@ -119,15 +118,9 @@ def tiny_inputs(t_lat=3, h_lat=6, w_lat=8, seed=0):
 def cotracker_file(comfy_base):
     """A CoTracker3 checkpoint with random weights in the official layout, in the server's models/cotracker/
     (plus one that lacks the correlation MLP, for the error path)."""
-    import torch
-    from det_core.cotracker import CoTracker3
+    from devtools.tiny_models import write_random_cotracker3
 
     folder = os.path.join(comfy_base, "models", "cotracker")
-    os.makedirs(folder, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = CoTracker3(window_len=60)
-    torch.save({"model": model.state_dict()}, os.path.join(folder, "det_test_offline.pth"))
-    torch.save({"model": {k: v for k, v in model.state_dict().items() if "corr_mlp" not in k}},
-               os.path.join(folder, "not_cotracker.pth"))
+    write_random_cotracker3(os.path.join(folder, "det_test_offline.pth"), seed=0)
+    write_random_cotracker3(os.path.join(folder, "not_cotracker.pth"), seed=0, drop="corr_mlp")
     return "det_test_offline.pth"

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("transformers")
-
 from conftest import inspect_report  # noqa: E402
 from det_core.client import PromptExecutionError, PromptValidationError  # noqa: E402
 from det_core.segment import grounded_masks, load_grounding_dino, load_sam  # noqa: E402

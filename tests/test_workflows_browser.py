@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from det_core.client import PromptValidationError
+from det_core.client import PromptValidationError, convert_ui_to_api
 from devtools.browser import comfy_page, is_host_noise, load_workflow
 from devtools.build_workflows import BUILD_JS, EXAMPLE_VIDEO, WORKFLOWS
 from devtools.tiny_models import TINY_HV_FILE, TINY_TEXT_DIM
@@ -60,6 +60,13 @@ def test_workflow_loads_and_only_model_files_are_missing(page, comfy, name):
             if name_ not in MODEL_INPUTS:
                 bad.append((node_id, info["class_type"], e["message"], e.get("details")))
     assert bad == [], bad
+    # the headless client converts the file to the same prompt as the front end
+    info = comfy.object_info()
+    declared = lambda node: {**info[node["class_type"]]["input"].get("required", {}),
+                             **info[node["class_type"]]["input"].get("optional", {})}
+    comparable = lambda p: {k: (n["class_type"], {i: v for i, v in n["inputs"].items() if i in declared(n)})
+                            for k, n in p.items()}
+    assert comparable(convert_ui_to_api(wf, info)) == comparable(out["prompt"])
     if name == "det_motion_transfer":
         os.makedirs(ARTIFACTS, exist_ok=True)
         pg.screenshot(path=os.path.join(ARTIFACTS, "det_motion_transfer.png"))
