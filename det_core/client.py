@@ -240,8 +240,9 @@ class ComfyClient:
                 raise PromptInterrupted(f"prompt {prompt_id} was interrupted at node {data.get('node_id')}")
         return bool(status.get("completed")) or status.get("status_str") == "success"
 
-    def download_outputs(self, result: PromptResult, folder: str) -> list[str]:
-        """Save every file the prompt's output nodes reported (images, videos, ...) into `folder`."""
+    def download_outputs(self, result: PromptResult, folder: str, kinds: tuple[str, ...] = ("output",)) -> list[str]:
+        """Save the files the prompt's nodes reported (images, videos, ...) into `folder`; by default only saved
+        outputs, not the temporary previews nodes show on themselves (`kinds=("output", "temp")` for both)."""
         os.makedirs(folder, exist_ok=True)
         saved = []
         for node_output in result.outputs.values():
@@ -249,7 +250,7 @@ class ComfyClient:
                 if not isinstance(items, list):
                     continue
                 for item in items:
-                    if isinstance(item, dict) and "filename" in item:
+                    if isinstance(item, dict) and "filename" in item and item.get("type", "output") in kinds:
                         data = self.view(item["filename"], item.get("subfolder", ""), item.get("type", "output"))
                         dest = os.path.join(folder, item["filename"])
                         with open(dest, "wb") as f:

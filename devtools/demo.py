@@ -1,50 +1,34 @@
-"""`make demo`: the pipeline headless through a real ComfyUI server, on tiny models and a clip made here.
+"""`make demo`: the whole pipeline headless through a real ComfyUI server, on tiny models and a clip made here.
 
-A SMOKE RUN of the pipeline with untrained tiny models (a random HunyuanVideo at toy size, random text features):
-it shows every stage runs and what each writes, not what DeT looks like. Stages:
-Load Video (DeT) -> (stand-ins for VAE Encode and text encode) -> Load Tracks (DeT) of the clip's known motion ->
-Train DeT Adapter (20 steps) -> Apply DeT Motion with a new "prompt" -> outputs in demo_output/.
+A SMOKE RUN of the pipeline with untrained tiny models (random GroundingDINO, SAM, CoTracker3 and HunyuanVideo
+weights; random text features): it shows that every stage runs and what each writes, not what DeT output looks
+like. Stages: Load Video (DeT) -> GroundedSAM Mask (DeT) -> CoTracker3 Tracks (DeT) -> (stand-ins for VAE Encode
+and the text encoder, which cannot be made tiny) -> Train DeT Adapter (20 steps) -> Apply DeT Motion with a new
+"prompt" -> (stand-in for VAE Decode) -> Save Video. Everything lands in demo_output/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
 import time
 
-import numpy as np
 
 from det_core.client import ComfyClient
 from det_core.host import ComfyServer, prepare_base_dir
 from det_core.video import synthetic_clip, write_video
-from devtools.tiny_models import TINY_HV_FILE, TINY_TEXT_DIM, import_comfy, write_tiny_hunyuan_video
+from devtools.tiny_models import (TINY_HV_FILE, TINY_TEXT_DIM, import_comfy, tiny_grounding_dino, tiny_sam,
+                                  write_random_cotracker3, write_tiny_hunyuan_video)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIP_NAME = "det_demo_clip.mp4"
 FRAMES, HEIGHT, WIDTH = 17, 128, 192
 
 
-def clip_tracks(frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH, points: int = 24) -> np.ndarray:
-    """MTBench-layout tracks [F, N, 3] of points on the synthetic clip's disc (its path is known exactly)."""
-    out = np.zeros((frames, points, 3), np.float32)
-    radius = 0.18 * min(height, width)
-    angles = np.linspace(0, 2 * math.pi, points, endpoint=False)
-    radii = radius * np.sqrt(np.linspace(0.05, 0.8, points))
-    for i in range(frames):
-        phase = math.pi * i / max(1, frames - 1)
-        cx = width * (0.2 + 0.6 * i / max(1, frames - 1))
-        cy = height * (0.65 - 0.35 * math.sin(phase))
-        out[i, :, 0] = (cx + radii * np.cos(angles)) / width
-        out[i, :, 1] = (cy + radii * np.sin(angles)) / height
-        out[i, :, 2] = 1.0
-    return out
-
-
-def demo_prompt(clip: str, tracks: str) -> dict:
+def demo_prompt(clip: str) -> dict:
     return {
         "load": {"class_type": "DeTLoadVideo", "inputs": {
             "video": clip, "frame_load_cap": 0, "skip_first_frames": 0, "select_every_nth": 1, "force_rate": 0.0,
@@ -56,7 +40,21 @@ def demo_prompt(clip: str, tracks: str) -> dict:
         "encode": {"class_type": "DeTTestPseudoEncode", "inputs": {"frames": ["load", 0]}},
         "caption": {"class_type": "DeTTestConditioning", "inputs": {"seed": 1, "tokens": 8, "width": TINY_TEXT_DIM, "guidance": 6.0}},
         "prompt": {"class_type": "DeTTestConditioning", "inputs": {"seed": 2, "tokens": 8, "width": TINY_TEXT_DIM, "guidance": 6.0}},
-        "tracks": {"class_type": "DeTLoadTracks", "inputs": {"path": tracks, "width": WIDTH, "height": HEIGHT}},
+        "dino": {"class_type": "DeTGroundingDinoLoader", "inputs": {"model_name": "tiny-grounding-dino", "device": "cpu",
+                                                                    "dtype": "fp32"}},
+        "sam": {"class_type": "DeTSAMLoader", "inputs": {"model_name": "tiny-sam", "device": "cpu", "dtype": "fp32"}},
+        "mask": {"class_type": "DeTGroundedSAMMask", "inputs": {
+            "images": ["load", 0], "grounding_dino": ["dino", 0], "sam_model": ["sam", 0], "prompt": "ball",
+            "box_threshold": 0.0, "text_threshold": 0.0}},
+        "save_mask": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["mask", 1], "filename_prefix": "det_demo/mask_preview",
+                                                                   "fps": 8.0, "lossless": False, "quality": 85, "method": "default"}},
+        "cotracker": {"class_type": "DeTCoTrackerLoader", "inputs": {"checkpoint": "random_cotracker3.pth", "mode": "auto",
+                                                                     "device": "cpu", "dtype": "fp32"}},
+        "tracks": {"class_type": "DeTCoTrackerTracks", "inputs": {
+            "images": ["load", 0], "cotracker": ["cotracker", 0], "mask": ["mask", 0], "points": 24,
+            "sampling": "mask-weighted", "query_frame": 0, "backward_tracking": False, "seed": 0}},
+        "save_tracks": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["tracks", 1], "filename_prefix": "det_demo/tracks",
+                                                                     "fps": 8.0, "lossless": False, "quality": 85, "method": "default"}},
         "train": {"class_type": "DeTTrainAdapter", "inputs": {
             "model": ["model", 0], "latent": ["encode", 0], "conditioning": ["caption", 0], "tracks": ["tracks", 0],
             "steps": 20, "learning_rate": 1e-3, "mid_dim": 16, "kernel_size": 3, "double_blocks": "all",
@@ -71,7 +69,11 @@ def demo_prompt(clip: str, tracks: str) -> dict:
             "seed": 0, "steps": 4, "guidance": 6.0, "cfg": 1.0, "flow_shift": 7.0, "sampler_name": "euler",
             "scheduler": "simple", "strength": 1.0, "double_blocks": "trained", "single_blocks": "trained",
             "keep_fraction": 1.0}},
-        "save_latent": {"class_type": "SaveLatent", "inputs": {"samples": ["apply", 0], "filename_prefix": "det_demo/output"}},
+        "save_latent": {"class_type": "SaveLatent", "inputs": {"samples": ["apply", 0], "filename_prefix": "det_demo/output_latent"}},
+        "decode": {"class_type": "DeTTestPseudoDecode", "inputs": {"samples": ["apply", 0]}},
+        "out_video": {"class_type": "CreateVideo", "inputs": {"images": ["decode", 0], "fps": ["load", 1]}},
+        "save_output": {"class_type": "SaveVideo", "inputs": {"video": ["out_video", 0], "filename_prefix": "det_demo/output",
+                                                              "format": "mp4", "codec": "h264"}},
         "info": {"class_type": "PreviewAny", "inputs": {"source": ["load", 3]}},
         "train_info": {"class_type": "PreviewAny", "inputs": {"source": ["train", 2]}},
     }
@@ -91,12 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     print("[DeT demo] SMOKE RUN of the pipeline with untrained tiny models and a synthetic clip; "
           "it shows that every stage runs, not what DeT output looks like")
 
-    # 1. inputs made here: the clip, its tracks, a tiny random HunyuanVideo
+    # 1. inputs made here: the clip and tiny random models in the real checkpoint formats
     clip = write_video(synthetic_clip(frames=FRAMES, height=HEIGHT, width=WIDTH), os.path.join(base, "input", CLIP_NAME), fps=8)
-    tracks = os.path.join(base, "input", "det_demo_tracks.npy")
-    np.save(tracks, clip_tracks())
     import_comfy(ns.host_dir)
-    write_tiny_hunyuan_video(os.path.join(base, "models", "diffusion_models", TINY_HV_FILE))
+    models = os.path.join(base, "models")
+    write_tiny_hunyuan_video(os.path.join(models, "diffusion_models", TINY_HV_FILE))
+    tiny_grounding_dino(os.path.join(models, "grounding-dino", "tiny-grounding-dino"))
+    tiny_sam(os.path.join(models, "sams", "tiny-sam"))
+    write_random_cotracker3(os.path.join(models, "cotracker", "random_cotracker3.pth"))
 
     # 2. a real ComfyUI server with the pack, queued over HTTP
     t0 = time.monotonic()
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             elif mtype == "det.train" and (data["step"] % 5 == 0):
                 print(f"[DeT demo]   training step {data['step']}/{data['total']} loss {data['loss']:.4f}")
 
-        result = client.run(demo_prompt(CLIP_NAME, os.path.basename(tracks)), timeout=ns.timeout, on_message=progress)
+        result = client.run(demo_prompt(CLIP_NAME), timeout=ns.timeout, on_message=progress)
         files = client.download_outputs(result, out)
     adapter = os.path.join(out, "det_demo_adapter.safetensors")
     shutil.copy(os.path.join(base, "models", "det_adapters", "det_demo_adapter.safetensors"), adapter)
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(out, "info.txt"), "w") as f:
         f.write("SMOKE RUN with untrained tiny models\n" + texts["info"] + "\n" + texts["train_info"] + "\n")
     with open(os.path.join(out, "prompt.json"), "w") as f:
-        json.dump(demo_prompt(CLIP_NAME, os.path.basename(tracks)), f, indent=2)
+        json.dump(demo_prompt(CLIP_NAME), f, indent=2)
 
     print(f"[DeT demo] finished in {time.monotonic() - t0:.1f} s")
     print(f"[DeT demo] input clip:   {clip}")
