@@ -17,10 +17,10 @@ def test_pack_folders_are_registered_under_models(comfy, comfy_base):
     assert set(PACK_FOLDERS) <= set(comfy.get_json("/models"))
     touch(os.path.join(comfy_base, "models", "det_adapters", "motion_a.safetensors"))
     touch(os.path.join(comfy_base, "models", "det_adapters", "readme.txt"))
-    touch(os.path.join(comfy_base, "models", "cotracker", "scaled_offline.pth"))
+    touch(os.path.join(comfy_base, "models", "cotracker", "folder_check.pth"))
     adapters = comfy.get_json("/models/det_adapters")  # other tests share the server and write adapters too
     assert "motion_a.safetensors" in adapters and "readme.txt" not in adapters
-    assert "scaled_offline.pth" in comfy.get_json("/models/cotracker")
+    assert "folder_check.pth" in comfy.get_json("/models/cotracker")
 
 
 def test_folders_a_user_configured_are_kept(comfy_host, tmp_path):
