@@ -17,6 +17,7 @@ Per step (seeded by (seed, step), so a resumed run draws what an uninterrupted o
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -144,6 +145,7 @@ def train_adapter(
     on_step: Callable[[StepLog], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     autocast_dtype: torch.dtype | None = None,
+    offload_activations: bool = False,
 ) -> TrainResult:
     """Train `adapter` (in place) from `start_step` to `config.steps`; see the module doc for one step."""
     device = latents.device
@@ -178,21 +180,25 @@ def train_adapter(
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate * lr_factor(step, config.warmup_steps)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                x0_hat = predict_x0(x_t, sigma).float()
-            v_hat = (x_t.float() - x0_hat) / sigma.float().reshape(-1, *[1] * (x_t.ndim - 1))
-            flow = (v_hat - (noise - latents).float()).pow(2).mean()
-            track = None
-            if tracks is not None and config.tracking_weight > 0 and timestep <= config.tracking_max_timestep:
-                if feature_block is None:
-                    features = x0_hat
-                else:
-                    features = tokens_to_features(runtime.features, runtime.need_grid())
-                track = tracking_loss(features, tracks)
-            loss = flow + config.tracking_weight * track if track is not None else flow
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"DeT training: the loss became {float(loss)} at step {step + 1}; "
-                                         f"lower the learning rate")
+            # tensors kept for backward (the checkpointed blocks' inputs) wait in CPU RAM when asked
+            keep = torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda") if offload_activations \
+                else contextlib.nullcontext()
+            with keep:
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    x0_hat = predict_x0(x_t, sigma).float()
+                v_hat = (x_t.float() - x0_hat) / sigma.float().reshape(-1, *[1] * (x_t.ndim - 1))
+                flow = (v_hat - (noise - latents).float()).pow(2).mean()
+                track = None
+                if tracks is not None and config.tracking_weight > 0 and timestep <= config.tracking_max_timestep:
+                    if feature_block is None:
+                        features = x0_hat
+                    else:
+                        features = tokens_to_features(runtime.features, runtime.need_grid())
+                    track = tracking_loss(features, tracks)
+                loss = flow + config.tracking_weight * track if track is not None else flow
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"DeT training: the loss became {float(loss)} at step {step + 1}; "
+                                             f"lower the learning rate")
             # 3. update
             loss.backward()
             if config.grad_clip > 0:

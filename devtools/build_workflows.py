@@ -82,7 +82,7 @@ def train_nodes(x: int, y: int) -> list:
             "single_blocks": "none", "tracking_weight": 0.1, "tracking_features": "x0", "feature_block": "double:19",
             "guidance": 6.0, "warmup_steps": 100, "optimizer": "auto", "seed": 0, "control_after_generate": "fixed",
             "output_name": "det_motion", "checkpoint_every": 100, "overwrite": False, "resume_from": "none",
-            "caption": "A woman wearing a blue dress is dancing"}),
+            "swap_blocks": 0, "offload_activations": False, "caption": "A woman wearing a blue dress is dancing"}),
         ("loss_preview", "PreviewImage", "Loss curve", (x + 880, y), {}, (380, 300)),
     ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -67,6 +68,28 @@ def _normal_tree(obj):
     return obj
 
 
+@contextlib.contextmanager
+def streamed_blocks(dm, count: int, offload_device):
+    """Keep the weights of the last `count` transformer blocks in `offload_device` (CPU RAM) while training; ComfyUI's
+    cast ops copy each layer's weights to the compute device when it runs (the copy is what autograd keeps, so
+    backward works). Restores devices and flags afterwards."""
+    blocks = (list(dm.double_blocks) + list(dm.single_blocks))[::-1][:count]
+    changed = []
+    try:
+        for block in blocks:
+            for m in block.modules():
+                if hasattr(m, "comfy_cast_weights") and any(True for _ in m.parameters(recurse=False)):
+                    device = next(m.parameters(recurse=False)).device
+                    changed.append((m, m.comfy_cast_weights, device))
+                    m.comfy_cast_weights = True
+                    m.to(offload_device)
+        yield len(blocks)
+    finally:
+        for m, flag, device in changed:
+            m.to(device)
+            m.comfy_cast_weights = flag
+
+
 class DeTTrainAdapter(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -112,6 +135,13 @@ class DeTTrainAdapter(io.ComfyNode):
                 io.Combo.Input("resume_from", options=["none", *adapter_files()], default="none",
                                tooltip="Continue training this adapter (its step count, and its optimizer state when "
                                        "saved beside it); its shape settings replace mid_dim, kernel and blocks."),
+                io.Int.Input("swap_blocks", default=0, min=0, max=200, optional=True,
+                             tooltip="Low VRAM: keep the weights of this many transformer blocks (counted from the "
+                                     "last) in CPU RAM, streamed to the GPU layer by layer. Slower, smaller."),
+                io.Boolean.Input("offload_activations", default=False, optional=True,
+                                 tooltip="Low VRAM: keep what backward needs (each checkpointed block's input) in CPU "
+                                         "RAM instead of GPU memory. For fp8 base weights load the model with "
+                                         "weight_dtype fp8_e4m3fn."),
                 TracksType.Input("tracks", optional=True,
                                  tooltip="Point tracks of the reference video (CoTracker3); without them no tracking loss."),
                 io.String.Input("caption", default="", optional=True,
@@ -132,7 +162,8 @@ class DeTTrainAdapter(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, conditioning, steps, learning_rate, mid_dim, kernel_size, double_blocks,
                 single_blocks, tracking_weight, tracking_features, feature_block, guidance, warmup_steps, optimizer,
-                seed, output_name, checkpoint_every, overwrite, resume_from, tracks=None, caption=""):
+                seed, output_name, checkpoint_every, overwrite, resume_from, swap_blocks=0, offload_activations=False,
+                tracks=None, caption=""):
         # 1. check everything before any heavy work
         dm = hunyuan_transformer(model)
         samples = latent["samples"]
@@ -224,10 +255,15 @@ class DeTTrainAdapter(io.ComfyNode):
                 log.info("[DeT] saved %s at step %d", out_path, step)
 
             try:
-                result = train_adapter(adapter, predict_x0, patched.model.model_sampling, x0, config, runtime=runtime,
-                                       tracks=latent_tracks, start_step=start, optimizer_state=opt_state,
-                                       save_checkpoint=save, on_step=on_step, should_stop=mm.processing_interrupted,
-                                       autocast_dtype=torch.bfloat16 if device.type == "cuda" else None)
+                with streamed_blocks(patched.model.diffusion_model, swap_blocks, patched.offload_device) as n:
+                    if n:
+                        notes.append(f"{n} blocks streamed from CPU RAM")
+                    result = train_adapter(adapter, predict_x0, patched.model.model_sampling, x0, config,
+                                           runtime=runtime, tracks=latent_tracks, start_step=start,
+                                           optimizer_state=opt_state, save_checkpoint=save, on_step=on_step,
+                                           should_stop=mm.processing_interrupted,
+                                           autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+                                           offload_activations=offload_activations)
             finally:
                 adapter.to("cpu")
         if result.stopped_early:

@@ -183,3 +183,21 @@ def test_bad_input_gets_clear_errors(comfy, adapters_dir, input_dir, comfy_serve
     expect_error(comfy, train_graph(None, output_name="ok", steps=2), r"ok\.safetensors exists; turn on overwrite")
     assert not os.path.exists(os.path.join(adapters_dir, "..", "escape.safetensors"))
     assert comfy_server.alive()
+
+
+def test_low_vram_options_train_the_same_adapter(comfy, adapters_dir):
+    """Streaming the last blocks' weights from CPU RAM and keeping backward's tensors in CPU RAM change where
+    tensors live, not the maths: the same seed gives the same adapter. fp8 base weights (UNETLoader weight_dtype
+    fp8_e4m3fn) train too."""
+    plain = comfy.run(train_graph(None, output_name="plain", steps=4, overwrite=True))
+    low = comfy.run(train_graph(None, output_name="low", steps=4, overwrite=True, swap_blocks=3, offload_activations=True))
+    assert "3 blocks streamed from CPU RAM" in low.outputs["info"]["text"][0]
+    a = DeTAdapter.load(os.path.join(adapters_dir, "plain.safetensors")).state_dict()
+    b = DeTAdapter.load(os.path.join(adapters_dir, "low.safetensors")).state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    g = train_graph(None, output_name="fp8", steps=3, overwrite=True)
+    g["model"]["inputs"]["weight_dtype"] = "fp8_e4m3fn"
+    comfy.run(g)
+    fp8 = DeTAdapter.load(os.path.join(adapters_dir, "fp8.safetensors"))
+    assert fp8.meta.steps == 3 and all(torch.isfinite(v).all() for v in fp8.state_dict().values())
