@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -15,6 +14,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..det_core.adapter import AdapterMeta, DeTAdapter, parse_blocks
+from ..det_core.lowvram import streamed_blocks
 from ..det_core.plot import loss_curve_image
 from ..det_core.tracking import tracks_for_latent
 from ..det_core.train import OPTIMIZERS, StepLog, TrainConfig, train_adapter
@@ -66,28 +66,6 @@ def _normal_tree(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_normal_tree(v) for v in obj)
     return obj
-
-
-@contextlib.contextmanager
-def streamed_blocks(dm, count: int, offload_device):
-    """Keep the weights of the last `count` transformer blocks in `offload_device` (CPU RAM) while training; ComfyUI's
-    cast ops copy each layer's weights to the compute device when it runs (the copy is what autograd keeps, so
-    backward works). Restores devices and flags afterwards."""
-    blocks = (list(dm.double_blocks) + list(dm.single_blocks))[::-1][:count]
-    changed = []
-    try:
-        for block in blocks:
-            for m in block.modules():
-                if hasattr(m, "comfy_cast_weights") and any(True for _ in m.parameters(recurse=False)):
-                    device = next(m.parameters(recurse=False)).device
-                    changed.append((m, m.comfy_cast_weights, device))
-                    m.comfy_cast_weights = True
-                    m.to(offload_device)
-        yield len(blocks)
-    finally:
-        for m, flag, device in changed:
-            m.to(device)
-            m.comfy_cast_weights = flag
 
 
 class DeTTrainAdapter(io.ComfyNode):
