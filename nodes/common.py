@@ -23,6 +23,32 @@ ADAPTER_FOLDER = "det_adapters"
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
 
 
+DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def device_input(what: str):
+    return io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto", tooltip=f"Where {what} runs.")
+
+
+def dtype_input():
+    return io.Combo.Input("dtype", options=list(DTYPE_CHOICES), default="auto",
+                          tooltip="auto: fp32 on the CPU, bf16 on a GPU (fp16 where bf16 is missing).")
+
+
+def torch_dtype(choice: str, device):
+    """'auto': fp32 on the CPU, bf16 on a GPU that has it, fp16 otherwise; else the named dtype."""
+    import torch
+
+    named = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if choice in named:
+        return named[choice]
+    if choice != "auto":
+        raise ValueError(f"dtype {choice!r} is not one of {', '.join(DTYPE_CHOICES)}")
+    if device.type == "cpu":
+        return torch.float32
+    return torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+
+
 def torch_device(choice: str):
     """'auto' -> ComfyUI's compute device; 'cpu' / 'cuda' as asked."""
     import comfy.model_management as mm

@@ -13,7 +13,7 @@ from ..det_core.cotracker import track_points
 from ..det_core.evaluate import difficulty, score_video
 from ..det_core.metrics import GLOBAL_MODES, load_clip, load_dino
 from ..det_core.tracks import make_tracks, sample_queries
-from .common import CoTrackerType, TracksType, torch_device
+from .common import CoTrackerType, TracksType, device_input, torch_device
 
 EVAL_FOLDER = "det_eval"
 EvalModelsType = io.Custom("DET_EVAL_MODELS")
@@ -48,7 +48,7 @@ class DeTLoadEvalModels(io.ComfyNode):
             inputs=[
                 io.Combo.Input("clip", options=options, default="none", tooltip="Folder of openai/clip-vit-base-patch32."),
                 io.Combo.Input("dino", options=options, default="none", tooltip="Folder of facebook/dino-vitb16."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto", tooltip="Where they run."),
+                device_input("CLIP and DINO"),
             ],
             outputs=[EvalModelsType.Output(display_name="eval_models")],
         )

@@ -18,15 +18,13 @@ from ..det_core.segment import (
     DINO_SPEC, SAM2_SPEC, SAM_SPEC, SAM_CHECKPOINT_EXTS, SAM_CHECKPOINTS, grounded_masks, load_grounding_dino,
     load_sam, load_sam2, overlay,
 )
-from .common import GroundingDinoType, SamType, torch_device
+from .common import GroundingDinoType, SamType, device_input, dtype_input, torch_device, torch_dtype
 
 log = logging.getLogger("DeT")
 DINO_FOLDER = "grounding-dino"
 SAM_FOLDER = "sams"
 SAM2_FOLDER = "sam2"
 SAM2_PREFIX = "sam2/"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEVICES = ["auto", "cpu", "cuda"]
 
 
 @dataclass
@@ -79,18 +77,6 @@ def _stamp(path: str):
     return path
 
 
-def _dtype(choice: str, device: torch.device) -> torch.dtype:
-    """auto: fp32 on the CPU; bf16 on a GPU that has it, fp16 otherwise."""
-    if choice in DTYPES:
-        return DTYPES[choice]
-    if choice == "auto":
-        if device.type == "cpu":
-            return torch.float32
-        bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if bf16 else torch.float16
-    raise ValueError(f"unknown dtype {choice!r}; choose one of auto, {', '.join(DTYPES)}")
-
-
 def _first_root(folder_name: str) -> str:
     return folder_paths.get_folder_paths(folder_name)[0]
 
@@ -108,9 +94,7 @@ class DeTGroundingDinoLoader(io.ComfyNode):
                 io.Combo.Input("model_name", options=list(dino_models()),
                                tooltip="A folder in models/grounding-dino/ holding config.json, model.safetensors, "
                                        "preprocessor_config.json and the tokenizer files."),
-                io.Combo.Input("device", options=DEVICES, default="auto", tooltip="Where the detector runs."),
-                io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto",
-                               tooltip="auto: fp32 on the CPU, bf16 on a GPU (fp16 where bf16 is missing)."),
+                device_input("the detector"), dtype_input(),
             ],
             outputs=[GroundingDinoType.Output(display_name="grounding_dino")],
         )
@@ -128,7 +112,7 @@ class DeTGroundingDinoLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model_name, device, dtype):
         dev = torch_device(device)
-        model, processor = load_grounding_dino(dino_models()[model_name], device=dev, dtype=_dtype(dtype, dev))
+        model, processor = load_grounding_dino(dino_models()[model_name], device=dev, dtype=torch_dtype(dtype, dev))
         return io.NodeOutput(SegmentModel(model, processor, model_name))
 
 
@@ -146,9 +130,7 @@ class DeTSAMLoader(io.ComfyNode):
                 io.Combo.Input("model_name", options=list(sam_models()),
                                tooltip="A SAM folder or sam_vit_*.pth in models/sams/, or 'sam2/<folder>' for a SAM 2 "
                                        "folder in models/sam2/."),
-                io.Combo.Input("device", options=DEVICES, default="auto", tooltip="Where SAM runs."),
-                io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto",
-                               tooltip="auto: fp32 on the CPU, bf16 on a GPU (fp16 where bf16 is missing)."),
+                device_input("SAM"), dtype_input(),
             ],
             outputs=[SamType.Output(display_name="sam_model")],
         )
@@ -169,7 +151,7 @@ class DeTSAMLoader(io.ComfyNode):
     def execute(cls, model_name, device, dtype):
         dev = torch_device(device)
         load = load_sam2 if model_name.startswith(SAM2_PREFIX) else load_sam
-        model, processor = load(sam_models()[model_name], device=dev, dtype=_dtype(dtype, dev))
+        model, processor = load(sam_models()[model_name], device=dev, dtype=torch_dtype(dtype, dev))
         return io.NodeOutput(SegmentModel(model, processor, model_name))
 
 

@@ -15,12 +15,11 @@ from comfy_api.latest import io, ui
 
 from ..det_core.cotracker import CoTracker3, load_cotracker3, track_points
 from ..det_core.tracks import SAMPLING, draw_tracks, from_mtbench, make_tracks, sample_queries, to_mtbench, to_wan_json
-from .common import CoTrackerType, TracksType, torch_device
+from .common import CoTrackerType, TracksType, device_input, dtype_input, torch_device, torch_dtype
 from .video import resolve_input_path
 
 log = logging.getLogger("DeT")
 FOLDER = "cotracker"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -66,9 +65,7 @@ class DeTCoTrackerLoader(io.ComfyNode):
                                tooltip="scaled_offline.pth (whole video at once) or scaled_online.pth (sliding windows)."),
                 io.Combo.Input("mode", options=["auto", "offline", "online"], default="auto",
                                tooltip="auto: online for checkpoints with a 16-frame window, offline otherwise."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto", tooltip="Where the tracker runs."),
-                io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto",
-                               tooltip="auto: bf16 on a GPU, fp32 on the CPU."),
+                device_input("the tracker"), dtype_input(),
             ],
             outputs=[CoTrackerType.Output(display_name="cotracker")],
         )
@@ -83,8 +80,8 @@ class DeTCoTrackerLoader(io.ComfyNode):
     @classmethod
     def execute(cls, checkpoint, mode, device, dtype):
         dev = torch_device(device)
-        dt = DTYPES[dtype] if dtype != "auto" else (torch.bfloat16 if dev.type == "cuda" else torch.float32)
-        model = load_cotracker3(folder_paths.get_full_path_or_raise(FOLDER, checkpoint), device=dev, dtype=dt)
+        model = load_cotracker3(folder_paths.get_full_path_or_raise(FOLDER, checkpoint), device=dev,
+                                dtype=torch_dtype(dtype, dev))
         online = model.window_len <= 16 if mode == "auto" else mode == "online"
         return io.NodeOutput(CoTrackerModel(model, online, checkpoint))
 
