@@ -1,8 +1,12 @@
 """GroundedSAM masks: GroundingDINO finds boxes from a text prompt, SAM turns the boxes into a mask.
 
-One mask per frame, frame by frame (each frame is detected on its own; nothing is propagated):
+Two ways to a mask per frame:
 
-    frame -> GroundingDINO(prompt) -> boxes above box_threshold -> SAM(boxes) -> union of the box masks
+    per-frame (`grounded_masks`, any SAM): every frame is detected on its own
+        frame -> GroundingDINO(prompt) -> boxes above box_threshold -> SAM(boxes) -> union of the box masks
+    propagate (`propagated_masks`, SAM 2 video): one detection, then tracking
+        frame 0 -> GroundingDINO(prompt) -> boxes -> one SAM 2 object per box -> SAM 2 memory propagation
+        through all frames -> union of the object masks (the same subject on every frame)
 
 Models are Hugging Face `transformers` models read from local folders only (`local_files_only=True`); the user
 downloads them once into ComfyUI's `models/grounding-dino` and `models/sams` folders. An original
@@ -70,6 +74,11 @@ DINO_SPEC = _FolderSpec(
     GROUNDING_DINO_REPOS, "grounding-dino")
 SAM_SPEC = _FolderSpec("SAM", (("config.json",), _WEIGHTS, _PREPROCESSOR), SAM_REPOS, "sams")
 SAM2_SPEC = _FolderSpec("SAM 2", (("config.json",), _WEIGHTS, _PREPROCESSOR), SAM2_REPOS, "sams")
+SAM2_MODEL_TYPES = ("sam2", "sam2_video")
+"""config model_types of SAM 2 folders: 'sam2_video' (the facebook/sam2.1-* releases: image + memory weights) loads
+as the image model too; 'sam2' (image-only conversions) cannot propagate."""
+SAM2_VIDEO_PREFIXES = ("memory_attention.", "memory_encoder.")
+"""Weights only a SAM 2 video checkpoint has (the memory that carries an object from frame to frame)."""
 
 
 def _check_folder(folder: str, spec: _FolderSpec) -> None:
@@ -105,7 +114,8 @@ def _sam_classes(model_type: str):
     """transformers (model class, processor class) for a SAM config `model_type`."""
     import transformers
 
-    names = {"sam": ("SamModel", "SamProcessor"), "sam2": ("Sam2Model", "Sam2Processor")}
+    names = {"sam": ("SamModel", "SamProcessor"), "sam2": ("Sam2Model", "Sam2Processor"),
+             "sam2_video": ("Sam2Model", "Sam2Processor")}  # a video checkpoint holds the image model's weights
     if model_type not in names:
         raise ValueError(f"config model_type {model_type!r} is not a SAM model; expected one of {', '.join(names)}")
     model_name, proc_name = names[model_type]
@@ -139,12 +149,66 @@ def load_sam(path: str, device="cpu", dtype: torch.dtype = torch.float32):
 
 
 def load_sam2(folder: str, device="cpu", dtype: torch.dtype = torch.float32):
-    """SAM 2 (model, processor) from a local Hugging Face folder (transformers `Sam2Model`, image mode)."""
+    """SAM 2 (model, processor) from a local Hugging Face folder (transformers `Sam2Model`, image mode).
+
+    Both SAM 2 folder kinds load: 'sam2' (image only) and 'sam2_video' (the facebook/sam2.1-* releases, whose
+    memory weights the image model leaves unused)."""
     folder = os.fspath(folder)
     _check_folder(folder, SAM2_SPEC)
-    if _model_type(folder) != "sam2":
+    if _model_type(folder) not in SAM2_MODEL_TYPES:
         raise ValueError(f"{folder} holds a {_model_type(folder)!r} model, not SAM 2; load it with load_sam")
     return _load_sam_folder(folder, SAM2_SPEC, device, dtype)
+
+
+def _weight_names(folder: str) -> list[str]:
+    """Tensor names of a folder's safetensors weights, read from the headers (no tensor is loaded)."""
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            return list(json.load(f).get("weight_map", {}))
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(folder, "model.safetensors"), framework="pt") as f:
+        return list(f.keys())
+
+
+def load_sam2_video(folder: str, device="cpu", dtype: torch.dtype = torch.float32):
+    """SAM 2 video (model, processor) from a local Hugging Face folder: transformers `Sam2VideoModel` and
+    `Sam2VideoProcessor`, for `propagated_masks`.
+
+    The folder must hold a SAM 2 video checkpoint (model_type 'sam2_video', as facebook/sam2.1-hiera-* are): its
+    memory encoder and memory attention carry the objects from frame to frame. An image-only SAM 2 folder lacks
+    those weights and is refused with a message saying which folder to get.
+    """
+    import transformers
+
+    folder = os.fspath(folder)
+    _check_folder(folder, SAM2_SPEC)
+    model_type = _model_type(folder)
+    if model_type not in SAM2_MODEL_TYPES:
+        raise ValueError(f"{folder} holds a {model_type!r} model, not SAM 2: propagation needs a SAM 2 video folder "
+                         f"(config model_type 'sam2_video'), such as {', '.join(SAM2_REPOS)}, in ComfyUI/models/sam2/")
+    if not hasattr(transformers, "Sam2VideoModel"):
+        raise RuntimeError(f"Sam2VideoModel needs a newer transformers than {transformers.__version__}; upgrade "
+                           f"transformers to propagate SAM 2 masks")
+    # 1. the memory weights must be in the file: an image-only folder would load them as random numbers
+    names = _weight_names(folder)
+    lacking = [p.rstrip(".") for p in SAM2_VIDEO_PREFIXES if not any(n.startswith(p) for n in names)]
+    if lacking:
+        raise ValueError(
+            f"{folder} is an image-only SAM 2 folder (model_type {model_type!r}, no {' or '.join(lacking)} weights): "
+            f"propagation needs a SAM 2 video checkpoint (config model_type 'sam2_video', with the memory encoder and "
+            f"memory attention), such as {', '.join(SAM2_REPOS)}; download one from Hugging Face into "
+            f"ComfyUI/models/sam2/, or use the per-frame mode with this folder")
+    # 2. model and processor; any weight still missing is an error, not a random init
+    model, info = transformers.Sam2VideoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
+                                                              output_loading_info=True)
+    missing = sorted(info.get("missing_keys", ()))
+    if missing:
+        raise ValueError(f"{folder}: the SAM 2 weights do not fit transformers' Sam2VideoModel: {len(missing)} missing "
+                         f"({', '.join(missing[:8])}); give an unmodified SAM 2 folder such as {SAM2_REPOS[0]}")
+    processor = transformers.Sam2VideoProcessor.from_pretrained(folder, local_files_only=True)
+    return _finish(model, device, dtype), processor
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -419,9 +483,13 @@ class MaskReport:
     prompt: str
     """The prompt as given."""
     boxes_per_frame: list[int] = field(default_factory=list)
-    """Boxes that passed the thresholds on each frame."""
+    """Boxes that passed the thresholds on each detected frame (every frame per-frame; frame 0 only when
+    propagating, where each box is one tracked object)."""
     empty_frames: list[int] = field(default_factory=list)
-    """Frames where no box passed the thresholds: their mask is empty."""
+    """Frames whose mask is empty: no box passed the thresholds (per-frame), or the propagated objects were lost
+    there (propagate)."""
+    mode: str = "per-frame"
+    """'per-frame' (`grounded_masks`) or 'propagate' (`propagated_masks`)."""
 
     @property
     def warning(self) -> str:
@@ -429,8 +497,23 @@ class MaskReport:
         if not self.empty_frames:
             return ""
         shown = ", ".join(str(i) for i in self.empty_frames[:20]) + (" ..." if len(self.empty_frames) > 20 else "")
+        if self.mode == "propagate":
+            return (f"the '{self.prompt}' mask propagated from frame 0 is empty on {len(self.empty_frames)} of "
+                    f"{self.frames} frames ({shown}): SAM 2 lost the object there (it left the view or is hidden); "
+                    f"if it is visible there, change the prompt or box_threshold so frame 0 finds it well, or use "
+                    f"the per-frame mode")
         return (f"no '{self.prompt}' found on {len(self.empty_frames)} of {self.frames} frames ({shown}): "
                 f"their masks are empty; lower box_threshold or change the prompt if the object is visible there")
+
+
+def _check_frames(frames: torch.Tensor, prompt: str) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be IMAGE [F, H, W, 3], got shape {tuple(frames.shape)}")
+    normalize_prompt(prompt)  # an empty prompt fails here, before any model runs
+
+
+def _nothing_on_frame_0(prompt: str, box_threshold: float) -> ValueError:
+    return ValueError(f"no '{prompt}' found on frame 0: lower box_threshold (now {box_threshold}) or change the prompt")
 
 
 def grounded_masks(frames: torch.Tensor, prompt: str, dino, sam, box_threshold: float = 0.35,
@@ -443,10 +526,8 @@ def grounded_masks(frames: torch.Tensor, prompt: str, dino, sam, box_threshold: 
     frame 0 without detection raises ValueError (nothing to track from). `on_progress(done, F)` is called after
     each frame. `detector` replaces `detect_boxes` (same signature).
     """
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be IMAGE [F, H, W, 3], got shape {tuple(frames.shape)}")
+    _check_frames(frames, prompt)
     n, h, w, _ = frames.shape
-    normalize_prompt(prompt)  # an empty prompt fails here, before any model runs
     report = MaskReport(frames=n, prompt=prompt.strip())
     masks = torch.zeros(n, h, w, dtype=torch.float32)
     for i in range(n):
@@ -455,8 +536,7 @@ def grounded_masks(frames: torch.Tensor, prompt: str, dino, sam, box_threshold: 
         boxes, _, _ = detector(image, prompt, dino[0], dino[1], box_threshold, text_threshold)
         report.boxes_per_frame.append(len(boxes))
         if len(boxes) == 0 and i == 0:
-            raise ValueError(f"no '{report.prompt}' found on frame 0: lower box_threshold (now {box_threshold}) "
-                             f"or change the prompt")
+            raise _nothing_on_frame_0(report.prompt, box_threshold)
         # 2. masks inside the boxes; an empty frame keeps a zero mask
         if len(boxes) == 0:
             report.empty_frames.append(i)
@@ -464,6 +544,51 @@ def grounded_masks(frames: torch.Tensor, prompt: str, dino, sam, box_threshold: 
             masks[i] = segment_boxes(image, boxes, sam[0], sam[1]).float()
         if on_progress is not None:
             on_progress(i + 1, n)
+    return masks, report
+
+
+@torch.no_grad()
+def propagated_masks(frames: torch.Tensor, prompt: str, dino, sam2_video, box_threshold: float = 0.35,
+                     text_threshold: float = 0.25, on_progress: Callable[[int, int], None] | None = None,
+                     detector: Detector = detect_boxes) -> tuple[torch.Tensor, MaskReport]:
+    """GroundingDINO on frame 0, then SAM 2 video propagation of those objects through the clip.
+
+    frames: IMAGE float (F, H, W, 3) in 0..1; dino: (model, processor) from `load_grounding_dino`; sam2_video:
+    (Sam2VideoModel, Sam2VideoProcessor) from `load_sam2_video`. Each frame-0 box becomes one tracked object; a
+    frame's mask is the union of the objects' masks. Returns masks float (F, H, W) of 0/1 and a `MaskReport`
+    (mode 'propagate'; frames where the propagated mask is empty are listed). Frame 0 without detection raises
+    ValueError. `on_progress(done, F)` is called after each frame; `detector` replaces `detect_boxes` (it runs once).
+    """
+    _check_frames(frames, prompt)
+    n, h, w, _ = frames.shape
+    model, processor = sam2_video
+    report = MaskReport(frames=n, prompt=prompt.strip(), mode="propagate")
+    video = np.stack([_uint8_image(f) for f in frames])  # F H W 3 uint8
+    # 1. objects from frame 0 only
+    boxes, _, _ = detector(video[0], prompt, dino[0], dino[1], box_threshold, text_threshold)
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    report.boxes_per_frame.append(len(boxes))
+    if len(boxes) == 0:
+        raise _nothing_on_frame_0(report.prompt, box_threshold)
+    # 2. a video session: all frames preprocessed once (kept on the CPU), one object id per box on frame 0
+    p = next(model.parameters())
+    session = processor.init_video_session(video=video, inference_device=p.device, video_storage_device="cpu",
+                                           dtype=p.dtype)
+    processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=list(range(1, len(boxes) + 1)),
+                                              input_boxes=[boxes.tolist()])
+    # 3. propagate forward from frame 0; each frame's object masks back to the frame size, binarised, united
+    masks = torch.zeros(n, h, w, dtype=torch.float32)
+    done = 0
+    for out in model.propagate_in_video_iterator(session, start_frame_idx=0):
+        logits = out.pred_masks.float().cpu()  # objects 1 h w
+        union = processor.post_process_masks([logits], original_sizes=[[h, w]], binarize=True)[0]
+        masks[out.frame_idx] = union.reshape(-1, h, w).any(dim=0).float()
+        done += 1
+        if on_progress is not None:
+            on_progress(done, n)
+    if done != n:
+        raise RuntimeError(f"SAM 2 propagation returned {done} of {n} frames")
+    report.empty_frames = [i for i in range(n) if not masks[i].any()]
     return masks, report
 
 

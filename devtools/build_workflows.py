@@ -54,7 +54,7 @@ def reference_nodes(x: int, y: int) -> list:
          {"model_name": "grounding-dino-tiny", "device": "auto", "dtype": "auto"}),
         ("sam", "DeTSAMLoader", "Load SAM (DeT)", (x + 440, y - 270), {"model_name": "sam-vit-base", "device": "auto", "dtype": "auto"}),
         ("mask", "DeTGroundedSAMMask", "Reference mask", (x + 440, y - 100),
-         {"prompt": "person", "box_threshold": 0.35, "text_threshold": 0.25}),
+         {"prompt": "person", "box_threshold": 0.35, "text_threshold": 0.25, "mode": "per-frame"}),
         ("cotracker", "DeTCoTrackerLoader", "Load CoTracker3 (DeT)", (x + 440, y + 140),
          {"checkpoint": "scaled_offline.pth", "mode": "auto", "device": "auto", "dtype": "auto"}),
         ("tracks", "DeTCoTrackerTracks", "Reference tracks", (x + 440, y + 330),

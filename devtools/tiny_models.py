@@ -176,27 +176,69 @@ def tiny_sam(folder: str) -> str:
     return folder
 
 
-def tiny_sam2(folder: str) -> str:
-    from transformers import (Sam2Config, Sam2HieraDetConfig, Sam2ImageProcessor, Sam2MaskDecoderConfig, Sam2Model,
-                              Sam2Processor, Sam2PromptEncoderConfig, Sam2VisionConfig)
+def _tiny_sam2_vision(fpn_hidden_size: int):
+    from transformers import Sam2HieraDetConfig, Sam2VisionConfig
 
     backbone = Sam2HieraDetConfig(
         hidden_size=8, image_size=[64, 64], embed_dim_per_stage=[8, 16, 32, 64], blocks_per_stage=[1, 1, 2, 1],
         num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 2, 2, 1], global_attention_blocks=[3],
         window_positional_embedding_background_size=[2, 2])
-    vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8],
-                              backbone_feature_sizes=[[16, 16], [8, 8], [4, 4]], fpn_hidden_size=16)
-    config = Sam2Config(
-        vision_config=vision,
-        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=16, image_size=64, patch_size=16,
-                                                      mask_input_channels=4),
-        mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=16, mlp_dim=32, num_attention_heads=2,
-                                                  iou_head_hidden_dim=16))
+    return Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8],
+                            backbone_feature_sizes=[[16, 16], [8, 8], [4, 4]], fpn_hidden_size=fpn_hidden_size)
+
+
+def tiny_sam2_video_config():
+    """A tiny `Sam2VideoConfig` (64 px input, 4 x 4 top-level features).
+
+    transformers fixes two sizes: the memory channels are 64 (the memory attention's key/value width is hard-coded
+    64), and the object pointers are split into memory-width tokens, which works only when the model width is a
+    larger multiple of 64, so the width is 128 (SAM 2 itself: 256 and 64)."""
+    from transformers import Sam2VideoConfig, Sam2VideoMaskDecoderConfig, Sam2VideoPromptEncoderConfig
+
+    width = 128
+    return Sam2VideoConfig(
+        vision_config=_tiny_sam2_vision(width),
+        prompt_encoder_config=Sam2VideoPromptEncoderConfig(hidden_size=width, image_size=64, patch_size=16,
+                                                           mask_input_channels=4),
+        mask_decoder_config=Sam2VideoMaskDecoderConfig(hidden_size=width, mlp_dim=32, num_attention_heads=2,
+                                                       iou_head_hidden_dim=16),
+        image_size=64, num_maskmem=3, max_object_pointers_in_encoder=4,
+        memory_attention_hidden_size=width, memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=32,
+        memory_attention_rope_feat_sizes=[4, 4], memory_encoder_hidden_size=width, memory_encoder_output_channels=64,
+        mask_downsampler_embed_dim=width, memory_fuser_num_layers=1, memory_fuser_embed_dim=width,
+        memory_fuser_intermediate_dim=32)
+
+
+def tiny_sam2(folder: str, video: bool = True) -> str:
+    """A tiny random SAM 2 folder laid out as the facebook/sam2.1-* releases are: a `Sam2VideoModel` checkpoint
+    (model_type 'sam2_video', image and memory weights) with a `Sam2VideoProcessor`. It loads as `Sam2Model` for
+    per-frame masks and as `Sam2VideoModel` for propagation.
+
+    The object-score head's output bias is set high, so the random model calls the object present on every frame and
+    propagated masks are not all empty. video=False writes an image-only `Sam2Model` folder (model_type 'sam2', no
+    memory weights), which cannot propagate."""
+    from transformers import (Sam2Config, Sam2ImageProcessor, Sam2MaskDecoderConfig, Sam2Model, Sam2Processor,
+                              Sam2PromptEncoderConfig, Sam2VideoModel, Sam2VideoProcessor, Sam2VideoVideoProcessor)
+
+    image_processor = Sam2ImageProcessor(size={"height": 64, "width": 64}, mask_size={"height": 16, "width": 16})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(2)
-        Sam2Model(config).save_pretrained(folder)
-    Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 64, "width": 64},
-                                                     mask_size={"height": 16, "width": 16})).save_pretrained(folder)
+        if video:
+            model = Sam2VideoModel(tiny_sam2_video_config())
+            with torch.no_grad():
+                model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(10.0)
+            processor = Sam2VideoProcessor(image_processor=image_processor,
+                                           video_processor=Sam2VideoVideoProcessor(size={"height": 64, "width": 64}))
+        else:
+            model = Sam2Model(Sam2Config(
+                vision_config=_tiny_sam2_vision(16),
+                prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=16, image_size=64, patch_size=16,
+                                                              mask_input_channels=4),
+                mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=16, mlp_dim=32, num_attention_heads=2,
+                                                          iou_head_hidden_dim=16)))
+            processor = Sam2Processor(image_processor=image_processor)
+        model.save_pretrained(folder)
+    processor.save_pretrained(folder)
     return folder
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -15,8 +15,8 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..det_core.segment import (
-    DINO_SPEC, SAM2_SPEC, SAM_SPEC, SAM_CHECKPOINT_EXTS, SAM_CHECKPOINTS, grounded_masks, load_grounding_dino,
-    load_sam, load_sam2, overlay,
+    DINO_SPEC, SAM2_REPOS, SAM2_SPEC, SAM_SPEC, SAM_CHECKPOINT_EXTS, SAM_CHECKPOINTS, grounded_masks,
+    load_grounding_dino, load_sam, load_sam2, load_sam2_video, overlay, propagated_masks,
 )
 from .common import GroundingDinoType, SamType, device_input, dtype_input, torch_device, torch_dtype
 
@@ -25,6 +25,7 @@ DINO_FOLDER = "grounding-dino"
 SAM_FOLDER = "sams"
 SAM2_FOLDER = "sam2"
 SAM2_PREFIX = "sam2/"
+MODES = ("per-frame", "propagate")
 
 
 @dataclass
@@ -34,10 +35,30 @@ class SegmentModel:
     model: torch.nn.Module
     processor: object
     name: str
+    path: str | None = None
+    """Where it was loaded from (SAM 2 reloads its folder as the video model for propagation)."""
+    _video: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def pair(self) -> tuple:
         return self.model, self.processor
+
+    @property
+    def is_sam2(self) -> bool:
+        return type(self.model).__name__ == "Sam2Model"
+
+    def video_pair(self) -> tuple:
+        """(Sam2VideoModel, Sam2VideoProcessor) from the same SAM 2 folder, on the image model's device and dtype;
+        loaded on first use and kept with this model."""
+        if not self.is_sam2 or self.path is None:
+            raise ValueError(
+                f"mode 'propagate' needs a SAM 2 model, but sam_model is {self.name!r} "
+                f"({type(self.model).__name__}); load a SAM 2 folder from models/{SAM2_FOLDER}/ (e.g. "
+                f"{SAM2_REPOS[0]}) with Load SAM (DeT), choosing '{SAM2_PREFIX}<folder>', or use mode 'per-frame'")
+        if self._video is None:
+            p = next(self.model.parameters())
+            self._video = load_sam2_video(self.path, device=p.device, dtype=p.dtype)
+        return self._video
 
 
 def _entries(folder_name: str, checkpoints: bool = False) -> dict[str, str]:
@@ -151,8 +172,9 @@ class DeTSAMLoader(io.ComfyNode):
     def execute(cls, model_name, device, dtype):
         dev = torch_device(device)
         load = load_sam2 if model_name.startswith(SAM2_PREFIX) else load_sam
-        model, processor = load(sam_models()[model_name], device=dev, dtype=torch_dtype(dtype, dev))
-        return io.NodeOutput(SegmentModel(model, processor, model_name))
+        path = sam_models()[model_name]
+        model, processor = load(path, device=dev, dtype=torch_dtype(dtype, dev))
+        return io.NodeOutput(SegmentModel(model, processor, model_name, path))
 
 
 class DeTGroundedSAMMask(io.ComfyNode):
@@ -164,7 +186,9 @@ class DeTGroundedSAMMask(io.ComfyNode):
             category="DeT/segment",
             description="Masks the prompted subject on every frame: GroundingDINO finds boxes from the text, SAM "
                         "turns them into one binary mask per frame (the union over boxes). Frame 0 must find "
-                        "the subject; other frames without a detection get an empty mask and are listed in info.",
+                        "the subject; frames left with an empty mask are listed in info. Mode 'propagate' (SAM 2 "
+                        "only) detects on frame 0 alone and tracks those objects through the clip with SAM 2's "
+                        "video memory, so the mask stays on the same subject.",
             inputs=[
                 io.Image.Input("images", tooltip="The reference video's frames."),
                 GroundingDinoType.Input("grounding_dino", tooltip="From Load GroundingDINO (DeT)."),
@@ -175,6 +199,11 @@ class DeTGroundedSAMMask(io.ComfyNode):
                                tooltip="Keep boxes whose score is above this (lower it when the subject is missed)."),
                 io.Float.Input("text_threshold", default=0.25, min=0.0, max=1.0, step=0.01,
                                tooltip="Score a prompt word needs to label a box (GroundingDINO's text threshold)."),
+                io.Combo.Input("mode", options=list(MODES), default="per-frame", optional=True,
+                               tooltip="per-frame: detect and segment every frame on its own (any SAM). propagate: "
+                                       "detect on frame 0 only and track those objects through all frames with "
+                                       "SAM 2 video propagation (needs a SAM 2 model from models/sam2/), so the "
+                                       "mask stays on the same subject."),
             ],
             outputs=[io.Mask.Output(display_name="mask", tooltip="Binary masks [F, H, W], one per frame."),
                      io.Image.Output(display_name="preview", tooltip="The frames with the mask tinted red."),
@@ -182,18 +211,26 @@ class DeTGroundedSAMMask(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, grounding_dino, sam_model, prompt, box_threshold, text_threshold):
+    def execute(cls, images, grounding_dino, sam_model, prompt, box_threshold, text_threshold, mode="per-frame"):
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         pbar = comfy.utils.ProgressBar(images.shape[0])
 
         def on_frame(done: int, total: int) -> None:
             pbar.update_absolute(done, total)
             comfy.model_management.throw_exception_if_processing_interrupted()
 
-        masks, report = grounded_masks(images, prompt, grounding_dino.pair, sam_model.pair, box_threshold,
-                                       text_threshold, on_progress=on_frame)
+        if mode == "propagate":
+            video = sam_model.video_pair()  # the SAM 2 check comes before any model runs
+            masks, report = propagated_masks(images, prompt, grounding_dino.pair, video, box_threshold,
+                                             text_threshold, on_progress=on_frame)
+            found = f"{report.boxes_per_frame[0]} objects from frame 0 propagated"
+        else:
+            masks, report = grounded_masks(images, prompt, grounding_dino.pair, sam_model.pair, box_threshold,
+                                           text_threshold, on_progress=on_frame)
+            found = f"{min(report.boxes_per_frame)}-{max(report.boxes_per_frame)} boxes per frame"
         info = (f"'{report.prompt}' on {report.frames} frames with {grounding_dino.name} + {sam_model.name}: "
-                f"{min(report.boxes_per_frame)}-{max(report.boxes_per_frame)} boxes per frame, "
-                f"{float(masks.mean()):.1%} of pixels masked")
+                f"{found}, {float(masks.mean()):.1%} of pixels masked")
         if report.warning:
             log.warning("[DeT] %s", report.warning)
             info += "\nWARNING: " + report.warning

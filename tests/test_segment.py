@@ -16,8 +16,8 @@ from devtools.tiny_models import tiny_grounding_dino as _tiny_dino  # noqa: E402
 from devtools.tiny_models import tiny_sam as _tiny_sam, tiny_sam2 as _tiny_sam2  # noqa: E402
 from devtools.tiny_models import tiny_sam_config as _tiny_sam_config  # noqa: E402
 from det_core.segment import (  # noqa: E402
-    detect_boxes, grounded_masks, load_grounding_dino, load_sam, load_sam2, normalize_prompt, overlay,
-    sam_config_from_checkpoint, segment_boxes,
+    MaskReport, detect_boxes, grounded_masks, load_grounding_dino, load_sam, load_sam2, load_sam2_video,
+    normalize_prompt, overlay, propagated_masks, sam_config_from_checkpoint, segment_boxes,
 )
 
 F, H, W = 4, 40, 56
@@ -191,6 +191,78 @@ def test_sam2_folder_loads_and_segments(tmp_path, frames):
     assert union.shape == (H, W) and union.dtype == torch.bool
     singles = [segment_boxes(frames[0], b[None], model, processor) for b in boxes]
     assert torch.equal(union, singles[0] | singles[1])
+
+
+# ---------------------------------------------------------------------------------------------- SAM 2 video
+
+@pytest.fixture(scope="module")
+def sam2_video(folders):
+    pytest.importorskip("transformers", minversion="4.56")
+    return load_sam2_video(_tiny_sam2(str(folders["root"] / "sam2_video")))
+
+
+def counting(calls: list, boxes=None):
+    """A detector that counts its calls: detect_boxes, or fixed boxes when given."""
+    def detector(*args):
+        calls.append(1)
+        if boxes is None:
+            return detect_boxes(*args)
+        return boxes, torch.ones(len(boxes)), ["dog"] * len(boxes)
+    return detector
+
+
+def test_propagation_detects_once_and_masks_every_frame(dino, sam, sam2_video, frames):
+    assert [type(m).__name__ for m in sam2_video] == ["Sam2VideoModel", "Sam2VideoProcessor"]
+    calls, progress = [], []
+    masks, report = propagated_masks(frames, "dog", dino, sam2_video, box_threshold=0.0, text_threshold=0.0,
+                                     on_progress=lambda i, n: progress.append((i, n)), detector=counting(calls))
+    assert masks.shape == (F, H, W) and masks.dtype == torch.float32
+    assert set(masks.unique().tolist()) <= {0.0, 1.0}
+    assert len(calls) == 1, "propagation detects on frame 0 only"
+    assert progress == [(i + 1, F) for i in range(F)]
+    boxes, _, _ = detect_boxes(frames[0], "dog", *dino, 0.0, 0.0)
+    assert report.mode == "propagate" and report.frames == F and report.boxes_per_frame == [len(boxes)] != [0]
+    assert report.empty_frames == [i for i in range(F) if not masks[i].any()]
+    assert masks[1:].any(), "the tiny model keeps its objects after frame 0"
+    # the per-frame mode detects on every frame
+    calls.clear()
+    grounded_masks(frames, "dog", dino, sam, 0.0, 0.0, detector=counting(calls))
+    assert len(calls) == F
+
+
+def test_each_frame_0_box_is_tracked_as_its_own_object(dino, sam2_video, frames):
+    boxes = torch.tensor([[2.0, 3.0, 30.0, 25.0], [26.0, 12.0, 55.0, 39.0]])
+    both, _ = propagated_masks(frames, "dog", dino, sam2_video, detector=counting([], boxes))
+    first, _ = propagated_masks(frames, "dog", dino, sam2_video, detector=counting([], boxes[:1]))
+    second, _ = propagated_masks(frames, "dog", dino, sam2_video, detector=counting([], boxes[1:]))
+    assert not torch.equal(first, second)
+    assert torch.equal(both.bool(), first.bool() | second.bool())  # per frame: the union of the two tracks
+
+
+def test_propagation_without_frame_0_detection_raises_with_the_fix(dino, sam2_video, frames):
+    with pytest.raises(ValueError) as err:
+        propagated_masks(frames, "red ball", dino, sam2_video, box_threshold=1.01, text_threshold=0.25)
+    msg = str(err.value)
+    assert "'red ball'" in msg and "frame 0" in msg and "lower box_threshold (now 1.01)" in msg
+    with pytest.raises(ValueError, match=r"IMAGE \[F, H, W, 3\]"):
+        propagated_masks(frames[0], "dog", dino, sam2_video)
+
+
+def test_propagation_warning_lists_the_lost_frames():
+    report = MaskReport(frames=6, prompt="dog", boxes_per_frame=[2], empty_frames=[3, 5], mode="propagate")
+    assert "'dog' mask propagated from frame 0 is empty on 2 of 6 frames (3, 5)" in report.warning
+    assert MaskReport(frames=6, prompt="dog", mode="propagate").warning == ""
+
+
+def test_image_only_sam2_folder_cannot_propagate(tmp_path):
+    pytest.importorskip("transformers", minversion="4.56")
+    folder = _tiny_sam2(str(tmp_path / "sam2_image"), video=False)
+    assert type(load_sam2(folder)[0]).__name__ == "Sam2Model"  # fine for per-frame masks
+    with pytest.raises(ValueError) as err:
+        load_sam2_video(folder)
+    msg = str(err.value)
+    assert folder in msg and "image-only SAM 2 folder" in msg and "model_type 'sam2_video'" in msg
+    assert "facebook/sam2.1-hiera-tiny" in msg and "models/sam2/" in msg
 
 
 # ---------------------------------------------------------------------------------------------- SAM .pth

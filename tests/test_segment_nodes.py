@@ -15,7 +15,9 @@ import torch
 
 from conftest import inspect_report  # noqa: E402
 from det_core.client import PromptExecutionError, PromptValidationError  # noqa: E402
-from det_core.segment import grounded_masks, load_grounding_dino, load_sam  # noqa: E402
+from det_core.segment import (  # noqa: E402
+    grounded_masks, load_grounding_dino, load_sam, load_sam2_video, propagated_masks,
+)
 from det_core.video import LoadSettings, load_video, write_video  # noqa: E402
 from test_segment import _tiny_dino, _tiny_sam, _tiny_sam2, _tiny_sam_config, _to_original_keys  # noqa: E402
 
@@ -36,9 +38,8 @@ def models(comfy_base):
         torch.manual_seed(8)
         torch.save(_to_original_keys(SamModel(_tiny_sam_config()).state_dict()), os.path.join(root, "sams", SAM_PTH))
         has_sam2 = hasattr(__import__("transformers"), "Sam2Model")
-        if has_sam2:
-            _tiny_sam2(os.path.join(root, "sam2", SAM2.split("/", 1)[1]))
-    return {"dino": dino, "sam": sam, "sam2": has_sam2}
+        sam2 = _tiny_sam2(os.path.join(root, "sam2", SAM2.split("/", 1)[1])) if has_sam2 else None
+    return {"dino": dino, "sam": sam, "sam2": sam2}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def clip(comfy_base):
     return write_video(frames, path, fps=8.0, crf=0)
 
 
-def mask_graph(clip_path, sam=SAM, box_threshold=0.0, dino=DINO, prompt="dog"):
+def mask_graph(clip_path, sam=SAM, box_threshold=0.0, dino=DINO, prompt="dog", mode=None):
     return {
         "video": {"class_type": "DeTLoadVideo", "inputs": {
             "video": clip_path, "frame_load_cap": 0, "skip_first_frames": 0, "select_every_nth": 1, "force_rate": 0.0,
@@ -62,7 +63,7 @@ def mask_graph(clip_path, sam=SAM, box_threshold=0.0, dino=DINO, prompt="dog"):
         "sam": {"class_type": "DeTSAMLoader", "inputs": {"model_name": sam, "device": "cpu", "dtype": "auto"}},
         "mask": {"class_type": "DeTGroundedSAMMask", "inputs": {
             "images": ["video", 0], "grounding_dino": ["dino", 0], "sam_model": ["sam", 0], "prompt": prompt,
-            "box_threshold": box_threshold, "text_threshold": 0.25}},
+            "box_threshold": box_threshold, "text_threshold": 0.25, **({"mode": mode} if mode else {})}},
         # a binary mask is unchanged by thresholding at 0.5: equal checksums <=> every value is 0 or 1
         "binary": {"class_type": "ThresholdMask", "inputs": {"mask": ["mask", 0], "value": 0.5}},
         "inspect_mask": {"class_type": "DeTTestInspect", "inputs": {"value": ["mask", 0], "label": "mask"}},
@@ -96,7 +97,7 @@ def test_loaders_list_the_model_folders(comfy, models):
     assert DINO in dino["input"]["required"]["model_name"][1]["options"]
     options = sam["input"]["required"]["model_name"][1]["options"]
     assert {SAM, SAM_PTH} <= set(options)
-    assert (SAM2 in options) == models["sam2"]
+    assert (SAM2 in options) == bool(models["sam2"])
     assert not [o for o in options if "model.safetensors" in o], "files inside a HF folder are not models"
     node = comfy.object_info("DeTGroundedSAMMask")["DeTGroundedSAMMask"]
     assert node["output_name"] == ["mask", "preview", "info"]
@@ -146,3 +147,34 @@ def test_pth_sam_and_sam2_work_through_the_mask_node(comfy, models, clip, sam):
     _, r = run_masks(comfy, clip, sam=sam)
     check_masks(r)
     assert f"+ {sam}:" in r["info"]["value"]
+
+
+def test_propagate_mode_tracks_frame_0_objects_with_sam2(comfy, models, clip):
+    if not models["sam2"]:
+        pytest.skip("this transformers has no Sam2Model")
+    mode = comfy.object_info("DeTGroundedSAMMask")["DeTGroundedSAMMask"]["input"]["optional"]["mode"]
+    assert mode[1]["options"] == ["per-frame", "propagate"] and mode[1]["default"] == "per-frame"
+    assert "SAM 2" in mode[1]["tooltip"]
+    result, r = run_masks(comfy, clip, sam=SAM2, mode="propagate")
+    assert r["mask"]["shape"] == [F, H, W] and r["binary"]["sha1"] == r["mask"]["sha1"]
+    assert r["preview"]["shape"] == [F, H, W, 3]
+    # the node is propagated_masks on the loaded frames: same per-frame coverage, objects from frame 0
+    frames = load_video(clip, LoadSettings(snap="off", trim_4k_plus_1=False)).frames
+    expected, report = propagated_masks(frames, "dog", load_grounding_dino(models["dino"]),
+                                        load_sam2_video(models["sam2"]), box_threshold=0.0, text_threshold=0.25)
+    assert r["mask"]["frame_means"] == pytest.approx(expected.mean(dim=(1, 2)).tolist(), abs=2e-3)
+    info = r["info"]["value"]
+    assert f"on {F} frames" in info and f"+ {SAM2}:" in info
+    assert f"{report.boxes_per_frame[0]} objects from frame 0 propagated" in info
+    assert ("WARNING" in info) == bool(report.empty_frames)
+    steps = [d["value"] for t, d in result.messages if t == "progress" and d.get("node") == "mask"]
+    assert steps == list(range(1, F + 1))
+
+
+def test_propagate_mode_needs_a_sam2_model(comfy, models, clip):
+    with pytest.raises(PromptExecutionError) as err:
+        comfy.run(mask_graph(clip, sam=SAM, mode="propagate"), timeout=300)
+    assert err.value.node_type == "DeTGroundedSAMMask" and err.value.exception_type.endswith("ValueError")
+    msg = str(err.value)
+    assert f"mode 'propagate' needs a SAM 2 model, but sam_model is '{SAM}'" in msg
+    assert "load a SAM 2 folder from models/sam2/" in msg and "mode 'per-frame'" in msg
