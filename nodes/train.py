@@ -156,96 +156,21 @@ class DeTTrainAdapter(io.ComfyNode):
                              tracking_weight=tracking_weight, optimizer=optimizer, seed=seed,
                              checkpoint_every=checkpoint_every,
                              tracking_features="x0" if tracking_features == "x0" else feature_block)
-        t_lat, h_lat, w_lat = samples.shape[2:]
-        latent_tracks, notes = None, []
-        if tracks is None:
-            notes.append("no TRACKS connected: trained without the tracking loss")
-        else:
-            size = tracks.get("image_size") or (w_lat * 8, h_lat * 8)
-            latent_tracks = tracks_for_latent(tracks["track_path"], tracks["track_visibility"], size, t_lat)
-        # 2. the adapter: new, or the one to resume with its optimizer state
-        start, opt_state, history = 0, None, []
+        notes: list[str] = []
+        latent_tracks = _latent_tracks(tracks, samples, notes)
+        # 2. the adapter: new, or the one to resume with its optimizer state and loss log
         if resume_path:
-            adapter = DeTAdapter.load(resume_path)
-            start = adapter.meta.steps
-            state_file = optimizer_state_path(resume_path)
-            if os.path.isfile(state_file):
-                state = torch.load(state_file, map_location="cpu", weights_only=True)
-                opt_state, history = state["optimizer"], [StepLog(**e) for e in state.get("log", [])]
-            else:
-                notes.append(f"no optimizer state beside {os.path.basename(resume_path)}: AdamW restarts its moments")
-            if start >= steps:
-                raise ValueError(f"{resume_from} already has {start} steps; set steps above {start} to continue")
+            adapter, opt_state, history = _resume(resume_path, steps, notes)
         else:
-            blocks = {"double": parse_blocks(double_blocks, len(dm.double_blocks), "double_blocks"),
-                      "single": parse_blocks(single_blocks, len(dm.single_blocks), "single_blocks")}
-            if not blocks["double"] and not blocks["single"]:
-                raise ValueError("no blocks chosen: set double_blocks (e.g. 'all') or single_blocks")
-            meta = AdapterMeta(channels=dm.hidden_size, mid_dim=mid_dim, kernel_size=kernel_size, blocks=blocks)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                adapter = DeTAdapter(meta)
+            adapter, opt_state, history = _new_adapter(dm, double_blocks, single_blocks, mid_dim, kernel_size, seed), None, []
         adapter.meta.prompt = caption or adapter.meta.prompt
         adapter.meta.tracking_weight = tracking_weight if tracks is not None else 0.0
         adapter.meta.extra.update({"seed": str(seed), "learning_rate": f"{learning_rate:g}",
                                    "tracking_features": config.tracking_features})
         # 3. train on a patched clone of the model
-        patched, runtime = attach(model, adapter, adapter.indices("double"), adapter.indices("single"), 1.0,
-                                  mode="train", feature_block=config.feature_block())
-        mm.load_models_gpu([patched], force_full_load=True)
-        device = patched.load_device
-        result = None
-        with torch.inference_mode(False), torch.enable_grad():
-            _normal_tensors(patched.model)  # the transformer and the sampling tables
-            _normal_tensors(adapter)  # made or loaded under ComfyUI's inference mode
-            opt_state = _normal_tree(opt_state)
-            adapter.to(device)
-            x0 = patched.model.process_latent_in(samples.clone().to(device, torch.float32))
-            cond = {k: v.clone() if torch.is_tensor(v) else v for k, v in _conditioning(conditioning, guidance).items()}
-            if latent_tracks is not None:
-                latent_tracks.xy, latent_tracks.visibility = latent_tracks.xy.clone(), latent_tracks.visibility.clone()
-
-            def predict_x0(x_t, sigma):
-                return patched.model.apply_model(x_t, sigma, **cond)
-
-            pbar = comfy.utils.ProgressBar(steps)
-            pbar.update_absolute(start, steps)
-            every = max(1, (steps - start) // 20)
-            logs: list[StepLog] = list(history)
-            t_start = time.monotonic()
-
-            def on_step(entry: StepLog):
-                logs.append(entry)
-                track = "-" if entry.track is None else f"{entry.track:.4g}"
-                if entry.step % every == 0 or entry.step == steps:
-                    log.info("[DeT] step %d/%d loss %.4g (flow %.4g, track %s) %.2f s/step", entry.step, steps,
-                             entry.loss, entry.flow, track, (time.monotonic() - t_start) / max(1, entry.step - start))
-                _send({"node": cls.hidden.unique_id, "step": entry.step, "total": steps, "loss": entry.loss,
-                       "flow": entry.flow, "track": entry.track, "timestep": entry.timestep})
-                pbar.update_absolute(entry.step, steps)  # raises when the user interrupts: the loop saves first
-
-            def save(step: int, opt_state_dict: dict, _log) -> None:
-                adapter.meta.steps = step
-                adapter.save(out_path)
-                tmp = optimizer_state_path(out_path) + ".tmp"
-                torch.save({"step": step, "optimizer": opt_state_dict, "log": [e.__dict__ for e in logs]}, tmp)
-                os.replace(tmp, optimizer_state_path(out_path))
-                log.info("[DeT] saved %s at step %d", out_path, step)
-
-            try:
-                with streamed_blocks(patched.model.diffusion_model, swap_blocks, patched.offload_device) as n:
-                    if n:
-                        notes.append(f"{n} blocks streamed from CPU RAM")
-                    result = train_adapter(adapter, predict_x0, patched.model.model_sampling, x0, config,
-                                           runtime=runtime, tracks=latent_tracks, start_step=start,
-                                           optimizer_state=opt_state, save_checkpoint=save, on_step=on_step,
-                                           should_stop=mm.processing_interrupted,
-                                           autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
-                                           offload_activations=offload_activations)
-            finally:
-                adapter.to("cpu")
-        if result.stopped_early:
-            mm.throw_exception_if_processing_interrupted()
+        logs = _train_on_clone(model, adapter, config, samples, _conditioning(conditioning, guidance), latent_tracks,
+                               opt_state, history, swap_blocks, offload_activations, out_path,
+                               str(cls.hidden.unique_id), notes)
         # 4. outputs
         curve = loss_curve_image([e.loss for e in logs], [e.track for e in logs])
         info = (f"{os.path.basename(out_path)}: {adapter.describe()}; "
@@ -254,5 +179,101 @@ class DeTTrainAdapter(io.ComfyNode):
         image = torch.from_numpy(curve).float().div(255.0)[None]
         return io.NodeOutput(adapter, image, info, ui=ui.PreviewImage(image, cls=cls))
 
+
+def _latent_tracks(tracks, samples, notes: list[str]):
+    """TRACKS on the latent's frames, or None (and a note) without tracks."""
+    if tracks is None:
+        notes.append("no TRACKS connected: trained without the tracking loss")
+        return None
+    t_lat, h_lat, w_lat = samples.shape[2:]
+    size = tracks.get("image_size") or (w_lat * 8, h_lat * 8)
+    return tracks_for_latent(tracks["track_path"], tracks["track_visibility"], size, t_lat)
+
+
+def _new_adapter(dm, double_blocks, single_blocks, mid_dim, kernel_size, seed) -> DeTAdapter:
+    blocks = {"double": parse_blocks(double_blocks, len(dm.double_blocks), "double_blocks"),
+              "single": parse_blocks(single_blocks, len(dm.single_blocks), "single_blocks")}
+    if not blocks["double"] and not blocks["single"]:
+        raise ValueError("no blocks chosen: set double_blocks (e.g. 'all') or single_blocks")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return DeTAdapter(AdapterMeta(channels=dm.hidden_size, mid_dim=mid_dim, kernel_size=kernel_size, blocks=blocks))
+
+
+def _resume(path: str, steps: int, notes: list[str]):
+    """(adapter, optimizer state or None, loss log) of an adapter to continue."""
+    adapter = DeTAdapter.load(path)
+    if adapter.meta.steps >= steps:
+        raise ValueError(f"{os.path.basename(path)} already has {adapter.meta.steps} steps; set steps above "
+                         f"{adapter.meta.steps} to continue")
+    state_file = optimizer_state_path(path)
+    if not os.path.isfile(state_file):
+        notes.append(f"no optimizer state beside {os.path.basename(path)}: AdamW restarts its moments")
+        return adapter, None, []
+    state = torch.load(state_file, map_location="cpu", weights_only=True)
+    return adapter, state["optimizer"], [StepLog(**e) for e in state.get("log", [])]
+
+
+def _train_on_clone(model, adapter, config, samples, cond, latent_tracks, opt_state, history, swap_blocks,
+                    offload_activations, out_path, node_id, notes) -> list[StepLog]:
+    """Patch a clone of `model`, train `adapter` from its step count on, save checkpoints to `out_path`; returns
+    the whole loss log (history included). Re-raises an interrupt after saving."""
+    start, steps = adapter.meta.steps, config.steps
+    patched, runtime = attach(model, adapter, adapter.indices("double"), adapter.indices("single"), 1.0,
+                              mode="train", feature_block=config.feature_block())
+    mm.load_models_gpu([patched], force_full_load=True)
+    device = patched.load_device
+    logs: list[StepLog] = list(history)
+    with torch.inference_mode(False), torch.enable_grad():
+        _normal_tensors(patched.model)  # the transformer and the sampling tables
+        _normal_tensors(adapter)  # made or loaded under ComfyUI's inference mode
+        opt_state = _normal_tree(opt_state)
+        adapter.to(device)
+        x0 = patched.model.process_latent_in(samples.clone().to(device, torch.float32))
+        cond = {k: v.clone() if torch.is_tensor(v) else v for k, v in cond.items()}
+        if latent_tracks is not None:
+            latent_tracks.xy, latent_tracks.visibility = latent_tracks.xy.clone(), latent_tracks.visibility.clone()
+
+        def predict_x0(x_t, sigma):
+            return patched.model.apply_model(x_t, sigma, **cond)
+
+        pbar = comfy.utils.ProgressBar(steps)
+        pbar.update_absolute(start, steps)
+        every = max(1, (steps - start) // 20)
+        t_start = time.monotonic()
+
+        def on_step(entry: StepLog):
+            logs.append(entry)
+            track = "-" if entry.track is None else f"{entry.track:.4g}"
+            if entry.step % every == 0 or entry.step == steps:
+                log.info("[DeT] step %d/%d loss %.4g (flow %.4g, track %s) %.2f s/step", entry.step, steps,
+                         entry.loss, entry.flow, track, (time.monotonic() - t_start) / max(1, entry.step - start))
+            _send({"node": node_id, "step": entry.step, "total": steps, "loss": entry.loss,
+                   "flow": entry.flow, "track": entry.track, "timestep": entry.timestep})
+            pbar.update_absolute(entry.step, steps)  # raises when the user interrupts: the loop saves first
+
+        def save(step: int, opt_state_dict: dict, _log) -> None:
+            adapter.meta.steps = step
+            adapter.save(out_path)
+            tmp = optimizer_state_path(out_path) + ".tmp"
+            torch.save({"step": step, "optimizer": opt_state_dict, "log": [e.__dict__ for e in logs]}, tmp)
+            os.replace(tmp, optimizer_state_path(out_path))
+            log.info("[DeT] saved %s at step %d", out_path, step)
+
+        try:
+            with streamed_blocks(patched.model.diffusion_model, swap_blocks, patched.offload_device) as n:
+                if n:
+                    notes.append(f"{n} blocks streamed from CPU RAM")
+                result = train_adapter(adapter, predict_x0, patched.model.model_sampling, x0, config,
+                                       runtime=runtime, tracks=latent_tracks, start_step=start,
+                                       optimizer_state=opt_state, save_checkpoint=save, on_step=on_step,
+                                       should_stop=mm.processing_interrupted,
+                                       autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+                                       offload_activations=offload_activations)
+        finally:
+            adapter.to("cpu")
+    if result.stopped_early:
+        mm.throw_exception_if_processing_interrupted()
+    return logs
 
 NODES = [DeTTrainAdapter]
