@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -38,6 +37,7 @@ from det_core.lowvram import streamed_blocks, to_fp8  # noqa: E402
 from det_core.patch import DeTRuntime, forward_patches, install  # noqa: E402
 from det_core.tracking import LatentTracks  # noqa: E402
 from det_core.train import TrainConfig, train_adapter  # noqa: E402
+from devtools.tiny_models import TINY_HV, flow_sampling, x0_predictor  # noqa: E402
 
 FULL = dict(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
             hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=20, depth_single_blocks=40, axes_dim=[16, 56, 56],
@@ -72,34 +72,12 @@ def build(cfg: dict, device, dtype, fp8: bool = False):
     return model.eval().requires_grad_(False)
 
 
-def sampling_table():
-    import comfy.model_sampling as ms
-
-    class Flow(ms.ModelSamplingDiscreteFlow, ms.CONST):
-        pass
-
-    s = Flow()
-    s.set_parameters(shift=7.0)
-    return s
-
-
 def inputs(cfg, shapes, device, dtype):
     t, h, w = shapes["latent"]
     g = torch.Generator(device="cpu").manual_seed(1)
     return dict(latent=torch.randn(1, 16, t, h, w, generator=g).to(device),
                 context=torch.randn(1, shapes["text_tokens"], cfg["context_in_dim"], generator=g).to(device, dtype),
                 pooled=torch.randn(1, 768, generator=g).to(device, dtype))
-
-
-def make_predict(model, sampling, x, dtype):
-    guidance = torch.tensor([6.0], device=x["latent"].device)
-
-    def predict(x_t, sigma):
-        out = model(x_t.to(dtype), sampling.timestep(sigma).to(x_t.device), x["context"], y=x["pooled"],
-                    guidance=guidance)
-        return x_t - sigma.reshape(-1, 1, 1, 1, 1).to(x_t.device) * out.float()
-
-    return predict
 
 
 def time_training(model, cfg, shapes, device, dtype, steps, compile_blocks=False, swap=0, offload=False):
@@ -112,7 +90,7 @@ def time_training(model, cfg, shapes, device, dtype, steps, compile_blocks=False
         for block in list(model.double_blocks) + list(model.single_blocks):
             block.forward = torch.compile(block.forward)  # (installed over the DeT block patch; removed below)
             compiled.append(block)
-    sampling = sampling_table().to(device)
+    sampling = flow_sampling().to(device)
     x = inputs(cfg, shapes, device, dtype)
     t_lat = shapes["latent"][0]
     tracks = LatentTracks(xy=torch.rand(t_lat, 100, 2), visibility=torch.ones(t_lat, 100), frame_ids=torch.arange(t_lat))
@@ -121,7 +99,8 @@ def time_training(model, cfg, shapes, device, dtype, steps, compile_blocks=False
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     with streamed_blocks(model, swap, torch.device("cpu")):
-        result = train_adapter(adapter, make_predict(model, sampling, x, dtype), sampling, x["latent"], config,
+        predict = x0_predictor(model, sampling, x["context"], x["pooled"])
+        result = train_adapter(adapter, predict, sampling, x["latent"], config,
                                runtime=runtime, tracks=tracks,
                                autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
                                offload_activations=offload)
@@ -141,9 +120,9 @@ def time_inference(model, cfg, shapes, device, dtype, with_adapter: bool, repeat
             torch.nn.init.normal_(m.up.weight, std=1e-3)
         adapter.to(device)
         remove = install(model, forward_patches(model, DeTRuntime(adapter, list(range(cfg["depth"])), [])))
-    sampling = sampling_table().to(device)
+    sampling = flow_sampling().to(device)
     x = inputs(cfg, shapes, device, dtype)
-    predict = make_predict(model, sampling, x, dtype)
+    predict = x0_predictor(model, sampling, x["context"], x["pooled"])
     sigma = sampling.sigmas[500].reshape(1).to(device)
     times = []
     with torch.no_grad():
@@ -175,7 +154,6 @@ def main(argv=None) -> int:
     if ns.tiny or not torch.cuda.is_available():
         comfy_args.cpu = True
     if ns.tiny:
-        from devtools.tiny_models import TINY_HV
         cfg = dict(TINY_HV)
         shapes = {"frames": 17, "size": [64, 96], "latent": [5, 8, 12], "text_tokens": 16}
         device, dtype = torch.device("cpu"), torch.float32

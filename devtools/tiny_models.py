@@ -110,12 +110,13 @@ def flow_sampling(shift: float = 7.0):
 
 
 def x0_predictor(model, sampling, context, pooled, guidance: float = 6.0):
-    """predict_x0(x_t, sigma) for det_core.train, calling the transformer as ComfyUI's apply_model does."""
-    g = torch.tensor([guidance])
+    """predict_x0(x_t, sigma) for det_core.train, calling the transformer as ComfyUI's apply_model does: the latent
+    goes in at the text features' dtype, the estimate comes back in float32."""
+    g = torch.tensor([guidance], device=context.device)
 
     def predict_x0(x_t, sigma):
-        out = model(x_t, sampling.timestep(sigma), context, y=pooled, guidance=g)
-        return x_t - sigma.reshape(-1, *[1] * (x_t.ndim - 1)) * out
+        out = model(x_t.to(context.dtype), sampling.timestep(sigma).to(x_t.device), context, y=pooled, guidance=g)
+        return x_t - sigma.reshape(-1, *[1] * (x_t.ndim - 1)).to(x_t.device) * out.float()
 
     return predict_x0
 
