@@ -12,7 +12,8 @@ weight patches such as LoRAs keep working next to DeT.
 - single block i: `linear1.forward` keeps the video part of its input; `linear2.forward` adds the adapter
   output to the attention part of its input (the part that `linear2` projects), video tokens only.
 - a block's `forward` keeps that block's video-token output as features for the tracking loss (optional), and
-  for training every block runs on copies of its inputs, gradient-checkpointed if asked.
+  for training every block runs with its residual adds out of place (`OutOfPlaceAdds`), gradient-checkpointed if
+  asked.
 
 The original forward is always called through the class (`type(m).forward(m, ...)`), so patches never stack.
 """
@@ -24,6 +25,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from .adapter import DeTAdapter
 
@@ -93,17 +95,37 @@ def _single_linear2(module, runtime: DeTRuntime, index: int, channels: int) -> C
 BLOCK_MODES = ("inference", "train")
 
 
+class OutOfPlaceAdds(TorchFunctionMode):
+    """Inside a block that trains, `Tensor.add_` returns a new tensor instead of writing in place.
+
+    ComfyUI's blocks add residuals in place (`img += gate * proj(attn)`, then `img_norm2(img)`, then `img += ...`).
+    The first add overwrites a tensor that the block's LayerNorm saved for backward. Plain autograd refuses that,
+    and under gradient checkpointing nothing checks it: the saved tensor silently holds the later value and the
+    gradient is wrong. It is a few tenths of a percent while the gates are small, and it grows with them (the
+    tests compare it with finite differences). `x += y` calls `add_` and rebinds `x` to what it returns, so the
+    blocks compute the same values out of place."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.add_:
+            return torch.add(*args, **(kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+def run_block_out_of_place(module, *args, **kwargs):
+    """The block's own forward with its in-place residual adds made out of place (see `OutOfPlaceAdds`)."""
+    with OutOfPlaceAdds():
+        return type(module).forward(module, *args, **kwargs)
+
+
 def _block(module, runtime: DeTRuntime, kind: str, index: int, mode: str) -> Callable:
     """A whole block's forward: keeps features, and for training recomputes itself in backward (gradient
-    checkpointing). The blocks add residuals in place to tensors they also keep for backward, which autograd
-    refuses; a checkpointed block keeps nothing, and it works on copies of its inputs so that the recompute in
-    backward sees the inputs as they were."""
+    checkpointing) with its residual adds out of place, so its inputs and everything autograd saved keep their
+    values (`OutOfPlaceAdds`)."""
     keep = runtime.feature_block == (kind, index)
 
     def run(*args, **kwargs):
         if mode != "inference":
-            args = tuple(a.clone() if torch.is_tensor(a) else a for a in args)
-            kwargs = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in kwargs.items()}
+            return run_block_out_of_place(module, *args, **kwargs)
         return type(module).forward(module, *args, **kwargs)
 
     def forward(*args, **kwargs):

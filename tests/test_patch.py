@@ -134,3 +134,41 @@ def test_patches_come_off_and_check_the_model(tiny_transformer):
     wide = DeTAdapter(AdapterMeta(channels=3072, mid_dim=4, blocks={"double": [0]}))
     with pytest.raises(ValueError, match="hidden size 3072, the model has 128"):
         forward_patches(tiny_transformer, DeTRuntime(wide, [0], []))
+
+
+def test_training_gradient_equals_finite_differences(tiny_transformer):
+    """The training path (every block checkpointed) gives the true gradient. ComfyUI's blocks add residuals in place
+    into tensors their LayerNorms saved; under checkpointing nothing checks that, so before the out-of-place fix the
+    adapter's gradient was silently wrong (and pretraining a model through the same path collapsed)."""
+    m = tiny_transformer.double()
+    inputs = {k: v.double() for k, v in tiny_inputs(seed=3).items()}
+    adapter = adapter_for({"double": [0, 1], "single": [0, 1]}, seed=4).double()
+    runtime = DeTRuntime(adapter, [0, 1], [0, 1])
+    remove = install(m, forward_patches(m, runtime, mode="train"))
+    g = torch.Generator().manual_seed(5)
+    direction = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in adapter.named_parameters()}
+
+    def loss():
+        i = {k: v.clone() for k, v in inputs.items()}
+        out = m(i["x"], i["timestep"], i["context"], y=i["y"], guidance=i["guidance"])
+        return out.pow(2).sum()
+
+    def shifted(eps):
+        with torch.no_grad():
+            for n, p in adapter.named_parameters():
+                p.add_(eps * direction[n])
+
+    for p in adapter.parameters():
+        p.requires_grad_(True)
+    loss().backward()
+    analytic = sum(float((p.grad * direction[n]).sum()) for n, p in adapter.named_parameters())
+    with torch.no_grad():
+        eps = 1e-4
+        shifted(eps)
+        up = float(loss())
+        shifted(-2 * eps)
+        down = float(loss())
+        shifted(eps)
+    remove()
+    numeric = (up - down) / (2 * eps)
+    assert abs(analytic - numeric) <= 1e-6 * abs(numeric), (analytic, numeric)
