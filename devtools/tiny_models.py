@@ -22,27 +22,6 @@ TINY_HV = dict(
 TINY_TEXT_DIM = TINY_HV["context_in_dim"]
 TINY_HV_FILE = "det_tiny_hunyuan_video.safetensors"
 
-# ComfyUI's module names -> the names of the original HunyuanVideo checkpoints (the inverse of
-# comfy.supported_models.HunyuanVideo.process_unet_state_dict, checked by round trip below).
-_TO_ORIGINAL = [
-    ("mlp.0.", "mlp.fc1."), ("mlp.2.", "mlp.fc2."),  # first: the embedder rules below produce "mlp.0."
-    ("txt_in.t_embedder.in_layer.", "txt_in.t_embedder.mlp.0."), ("txt_in.t_embedder.out_layer.", "txt_in.t_embedder.mlp.2."),
-    ("txt_in.c_embedder.in_layer.", "txt_in.c_embedder.linear_1."), ("txt_in.c_embedder.out_layer.", "txt_in.c_embedder.linear_2."),
-    ("time_in.in_layer.", "time_in.mlp.0."), ("time_in.out_layer.", "time_in.mlp.2."),
-    ("guidance_in.in_layer.", "guidance_in.mlp.0."), ("guidance_in.out_layer.", "guidance_in.mlp.2."),
-    ("_mod.lin.", "_mod.linear."), (".modulation.lin.", ".modulation.linear."),
-    ("_attn.qkv.", "_attn_qkv."), ("_attn.proj.", "_attn_proj."),
-    ("_attn.norm.query_norm.scale", "_attn_q_norm.weight"), ("_attn.norm.key_norm.scale", "_attn_k_norm.weight"),
-    (".norm.query_norm.scale", ".q_norm.weight"), (".norm.key_norm.scale", ".k_norm.weight"),
-]
-
-
-def _original_name(key: str) -> str:
-    for a, b in _TO_ORIGINAL:
-        key = key.replace(a, b)
-    return key
-
-
 def tiny_hunyuan_video_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """Seeded random weights for ComfyUI's HunyuanVideo at the tiny config, with ComfyUI's key names."""
     import comfy.ops
@@ -65,13 +44,10 @@ def tiny_hunyuan_video_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def write_tiny_hunyuan_video(path: str, seed: int = 0) -> str:
     from safetensors.torch import save_file
-    import comfy.supported_models
 
-    sd = tiny_hunyuan_video_state_dict(seed)
-    original = {_original_name(k): v for k, v in sd.items()}
-    mapped = comfy.supported_models.HunyuanVideo(TINY_HV).process_unet_state_dict(dict(original))
-    if set(mapped) != set(sd):
-        raise RuntimeError(f"key round trip failed: {sorted(set(mapped) ^ set(sd))[:8]}")
+    from miniworld.model import to_original  # the original release's key names, checked by round trip
+
+    original = to_original(tiny_hunyuan_video_state_dict(seed), TINY_HV)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     save_file(original, path, metadata={"det.test": "tiny random HunyuanVideo", "seed": str(seed)})
     return path
