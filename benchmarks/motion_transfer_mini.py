@@ -30,7 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from det_core.client import ComfyClient  # noqa: E402
-from det_core.host import ComfyServer, check_host_dir, prepare_base_dir  # noqa: E402
+from det_core.host import ComfyServer, check_host_dir  # noqa: E402
+from det_core.video import LoadSettings, load_video  # noqa: E402
 from miniworld import world  # noqa: E402
 from miniworld.experiment import (ARMS, WEIGHTS, Reference, Settings, prepare, reference_ceiling,  # noqa: E402
                                   run_case, side_by_side, summarise, write_reference)
@@ -53,7 +54,10 @@ def reference_from_files(base: str, clip: str, tracks: str, caption: str) -> Ref
     name = os.path.splitext(os.path.basename(clip))[0]
     shutil.copy(clip, os.path.join(base, "input", os.path.basename(clip)))
     np.save(os.path.join(base, "input", f"{name}_tracks.npy"), arr[: world.FRAMES])
-    return Reference(name, os.path.basename(clip), f"{name}_tracks.npy", arr[: world.FRAMES], caption)
+    # what the server will see, for the side-by-side video (Load Video (DeT) with the same settings)
+    frames = load_video(clip, LoadSettings(frame_load_cap=world.FRAMES, width=world.SIZE, height=world.SIZE,
+                                           snap="resize")).frames.numpy()
+    return Reference(name, os.path.basename(clip), f"{name}_tracks.npy", arr[: world.FRAMES], caption, frames)
 
 
 def table(runs: list[dict], ceiling: dict | None = None) -> str:
@@ -105,10 +109,10 @@ def run(ns: argparse.Namespace) -> dict:
                 print(f"[mini] {ref.name} seed {seed} ({time.monotonic() - t1:.0f} s): " + ", ".join(
                     f"{r['arm']} {r['motion_fidelity']:.3f} / {r['appearance']:.0%}" for r in case), flush=True)
                 if save and {"base", "det", "finetune"} <= set(ns.arms):
-                    reference = ref.frames if ref.frames is not None else frames["base"]
                     side_by_side(os.path.join(out, f"{ref.name}_reference_base_det_finetune.mp4"),
-                                 [reference, frames["base"], frames["det"], frames["finetune"]])
-    ceiling = {ref.name: reference_ceiling(ref, ns.weights) for ref in refs if ref.frames is not None}
+                                 [ref.frames, frames["base"], frames["det"], frames["finetune"]])
+    # the ceiling needs an object the world's reading understands: drawn references only
+    ceiling = {ref.name: reference_ceiling(ref, ns.weights) for ref in refs if ref.name in world.MOTIONS}
     return {"settings": asdict(s), "ceiling": ceiling, "prompt": ns.prompt, "motions": [r.name for r in refs], "seeds": seeds,
             "clip": {"frames": world.FRAMES, "size": world.SIZE}, "seconds": time.monotonic() - t0,
             "runs": runs, "summary": summarise(runs)}

@@ -33,7 +33,7 @@ import torch
 
 from . import world
 from .codec import CaptionEncoder, MiniVAE, load_vae
-from .model import CONFIG, GUIDANCE, MODEL_FILE, VAE_FILE, build, checkpoint_blocks, to_original, velocity
+from .model import CONFIG, GUIDANCE, MODEL_FILE, VAE_FILE, build, checkpoint_blocks, to_original
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WEIGHTS = os.path.join(HERE, "weights")
