@@ -14,6 +14,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..det_core.cotracker import CoTracker3, load_cotracker3, track_points
+from ..det_core.safe_load import load_weights_only
 from ..det_core.tracks import SAMPLING, draw_tracks, from_mtbench, make_tracks, sample_queries, to_mtbench, to_wan_json
 from .common import CoTrackerType, TracksType, device_input, dtype_input, torch_device, torch_dtype
 from .video import resolve_input_path
@@ -39,7 +40,7 @@ def read_track_array(path: str) -> np.ndarray:
         except ValueError as e:
             raise ValueError(f"{path} is not a plain numpy array file ({e})") from None
     if path.endswith((".pth", ".pt")):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_weights_only(path, "tracks file (one [frames, points, 3] tensor saved with torch.save)")
         if isinstance(obj, dict):
             tensors = [v for v in obj.values() if torch.is_tensor(v)]
             if len(tensors) != 1:

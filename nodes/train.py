@@ -16,6 +16,7 @@ from comfy_api.latest import io, ui
 from ..det_core.adapter import AdapterMeta, DeTAdapter, parse_blocks
 from ..det_core.lowvram import streamed_blocks
 from ..det_core.plot import loss_curve_image
+from ..det_core.safe_load import load_weights_only
 from ..det_core.tracking import tracks_for_latent
 from ..det_core.train import OPTIMIZERS, StepLog, TrainConfig, train_adapter
 from .common import (ADAPTER_FOLDER, DetAdapterType, TracksType, adapter_files, adapter_output_path, attach,
@@ -210,7 +211,7 @@ def _resume(path: str, steps: int, notes: list[str]):
     if not os.path.isfile(state_file):
         notes.append(f"no optimizer state beside {os.path.basename(path)}: AdamW restarts its moments")
         return adapter, None, []
-    state = torch.load(state_file, map_location="cpu", weights_only=True)
+    state = load_weights_only(state_file, "DeT optimizer state (written by Train DeT Adapter beside the adapter)")
     return adapter, state["optimizer"], [StepLog(**e) for e in state.get("log", [])]
 
 

@@ -84,3 +84,22 @@ def test_load_tracks_gives_the_published_shapes(comfy, mtbench_examples):
     path = re.search(r"saved (\S+\.npy)", result.outputs["save"]["text"][0]).group(1)
     original = np.load(os.path.join(mtbench_examples, "dance-twirl", "tracks.npy"))
     assert np.array_equal(np.load(path)[..., :2], original[..., :2])
+
+
+class _Payload:
+    """A pickled object: what a malicious or mistaken .pth holds instead of a tensor."""
+
+
+def test_track_files_that_are_not_tensors_are_refused_by_name(comfy, tmp_path):
+    pickled, text = tmp_path / "pickled_tracks.pth", tmp_path / "notes_tracks.pth"
+    torch.save({"tracks": _Payload()}, pickled)
+    text.write_text("this is not a torch file\n")
+    for path in (pickled, text):
+        g = {"load": {"class_type": "DeTLoadTracks", "inputs": {"path": str(path), "width": 96, "height": 96}},
+             "show": {"class_type": "DeTTestInspect", "inputs": {"value": ["load", 1], "label": "info"}}}
+        with pytest.raises(PromptExecutionError) as err:
+            comfy.run(g, timeout=120)
+        message = str(err.value)
+        assert f"{path.name} is not a valid tracks file" in message, message
+        assert "weights_only=False" not in message and "Unpickling" not in message.split("(")[0], message
+    assert comfy.get_json("/system_stats")  # the server still answers

@@ -115,3 +115,21 @@ def test_bad_settings_are_refused():
         TrainConfig(tracking_features="block7")
     with pytest.raises(ValueError, match="adamw8bit"):
         TrainConfig(optimizer="lion")
+
+
+class _Payload:
+    pass
+
+
+def test_an_optimizer_state_with_pickled_objects_is_refused_by_name(tmp_path):
+    from det_core.safe_load import load_weights_only
+
+    path = tmp_path / "det_motion.optim.pt"
+    torch.save({"step": 3, "optimizer": _Payload()}, path)
+    with pytest.raises(ValueError) as err:
+        load_weights_only(str(path), "DeT optimizer state")
+    assert "det_motion.optim.pt is not a valid DeT optimizer state" in str(err.value)
+    assert "weights_only=False" not in str(err.value)
+    good = tmp_path / "good.optim.pt"
+    torch.save({"step": 3, "optimizer": {"state": {}, "param_groups": []}}, good)
+    assert load_weights_only(str(good), "DeT optimizer state")["step"] == 3
