@@ -197,6 +197,20 @@ def _resolve(root, dotted: str):
     return obj, attr
 
 
+def make_ordinary(module: torch.nn.Module) -> None:
+    """Replace the module's inference tensors (everything made under ComfyUI's `torch.inference_mode()`, which
+    autograd can neither train nor save for backward) by ordinary copies with the same values; parameters stay
+    frozen (`requires_grad=False`)."""
+    for name, p in list(module.named_parameters()):
+        if p.is_inference():
+            owner, attr = _resolve(module, name)
+            setattr(owner, attr, torch.nn.Parameter(p.detach().clone(), requires_grad=False))
+    for name, b in list(module.named_buffers()):
+        if b.is_inference():
+            owner, attr = _resolve(module, name)
+            setattr(owner, attr, b.clone())
+
+
 def install(diffusion_model, patches: dict[str, Callable]) -> Callable[[], None]:
     """Install patches directly on a module (plain-Python use); returns a function that removes them."""
     done = []

@@ -20,24 +20,8 @@ if _ROOT not in sys.path:  # inside a ComfyUI server this folder is a custom nod
     sys.path.insert(0, _ROOT)
 
 from det_core.adapter import AdapterMeta, DeTAdapter  # noqa: E402
-from det_core.patch import DeTRuntime, forward_patches, install  # noqa: E402
+from det_core.patch import DeTRuntime, forward_patches, install, make_ordinary  # noqa: E402
 from det_core.train import TrainConfig, train_adapter  # noqa: E402
-
-
-def _ordinary(module: torch.nn.Module) -> None:
-    """Replace inference tensors (everything made under ComfyUI's inference mode) by ordinary copies."""
-    for name, p in list(module.named_parameters()):
-        owner, attr = module, name
-        *path, attr = name.split(".")
-        for part in path:
-            owner = getattr(owner, part)
-        setattr(owner, attr, torch.nn.Parameter(p.detach().clone(), requires_grad=False))
-    for name, b in list(module.named_buffers()):
-        *path, attr = name.split(".")
-        owner = module
-        for part in path:
-            owner = getattr(owner, part)
-        owner._buffers[attr] = b.clone()
 
 
 def finetune_blocks(model, samples: torch.Tensor, conditioning, steps: int, learning_rate: float, seed: int,
@@ -50,7 +34,7 @@ def finetune_blocks(model, samples: torch.Tensor, conditioning, steps: int, lear
     cross_attn, extras = conditioning[0]
     with torch.inference_mode(False), torch.enable_grad():
         base = copy.deepcopy(model.model)
-        _ordinary(base)
+        make_ordinary(base)
         dm = base.diffusion_model
         # every block checkpointed on copies of its inputs (the pack's training path), no adapter applied
         empty = DeTAdapter(AdapterMeta(channels=dm.hidden_size, blocks={"double": [], "single": []}))

@@ -77,9 +77,6 @@ class VideoReading:
     def colour_fraction(self, colour: str) -> float:
         return float(np.mean([r.found and r.colour == colour for r in self.frames]))
 
-    def found_fraction(self) -> float:
-        return float(np.mean([r.found for r in self.frames]))
-
 
 def read_video(frames: np.ndarray, points: int = 16) -> VideoReading:
     """Frames [F, H, W, 3] -> per-frame readings and the object's tracks."""

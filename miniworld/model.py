@@ -95,29 +95,3 @@ def checkpoint_blocks(model) -> None:
 
     for block in [*model.double_blocks, *model.single_blocks]:
         wrap(block)
-
-
-def velocity(model, x_t: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor,
-             guidance: float = GUIDANCE) -> torch.Tensor:
-    """The transformer's output for flow matching (ComfyUI's CONST sampling: x0 = x_t - sigma * v)."""
-    b = x_t.shape[0]
-    return model(x_t, sigma.expand(b) * 1000.0, context, pooled, guidance=torch.full((b,), guidance))
-
-
-def shifted(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
-    """ComfyUI's flow shift (`time_snr_shift`): s * t / (1 + (s - 1) * t)."""
-    return shift * sigmas / (1 + (shift - 1) * sigmas)
-
-
-@torch.no_grad()
-def sample(model, context: torch.Tensor, pooled: torch.Tensor, shape: tuple[int, ...], steps: int = 20,
-           shift: float = FLOW_SHIFT, seed: int = 0) -> torch.Tensor:
-    """Euler flow sampling in plain Python (ComfyUI's `euler` + `simple` schedule does the same); standardised
-    latents out."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g)
-    sig = shifted(torch.linspace(1.0, 0.0, steps + 1), shift)
-    for i in range(steps):
-        v = velocity(model, x, sig[i].reshape(1), context.expand(shape[0], -1, -1), pooled.expand(shape[0], -1))
-        x = x + (sig[i + 1] - sig[i]) * v.float()
-    return x

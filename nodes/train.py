@@ -15,6 +15,7 @@ from comfy_api.latest import io, ui
 
 from ..det_core.adapter import AdapterMeta, DeTAdapter, parse_blocks
 from ..det_core.lowvram import streamed_blocks
+from ..det_core.patch import make_ordinary
 from ..det_core.plot import loss_curve_image
 from ..det_core.safe_load import load_weights_only
 from ..det_core.tracking import tracks_for_latent
@@ -44,18 +45,6 @@ def _conditioning(conditioning, guidance: float) -> dict:
     if extras.get("attention_mask") is not None:
         kwargs["attention_mask"] = extras["attention_mask"]
     return kwargs
-
-
-def _normal_tensors(module: torch.nn.Module) -> None:
-    """Tensors made inside a ComfyUI node are inference tensors, which autograd can neither save for backward nor
-    train; swap them for ordinary tensors with the same values (the adapter's gradient flows back through the
-    frozen layers)."""
-    for name, p in list(module.named_parameters()):
-        if p.is_inference():
-            comfy.utils.set_attr_param(module, name, p.detach().clone())
-    for name, b in list(module.named_buffers()):
-        if b.is_inference():
-            comfy.utils.set_attr(module, name, b.clone())
 
 
 def _normal_tree(obj):
@@ -226,8 +215,8 @@ def _train_on_clone(model, adapter, config, samples, cond, latent_tracks, opt_st
     device = patched.load_device
     logs: list[StepLog] = list(history)
     with torch.inference_mode(False), torch.enable_grad():
-        _normal_tensors(patched.model)  # the transformer and the sampling tables
-        _normal_tensors(adapter)  # made or loaded under ComfyUI's inference mode
+        make_ordinary(patched.model)  # the transformer and the sampling tables
+        make_ordinary(adapter)  # made or loaded under ComfyUI's inference mode
         opt_state = _normal_tree(opt_state)
         adapter.to(device)
         x0 = patched.model.process_latent_in(samples.clone().to(device, torch.float32))
