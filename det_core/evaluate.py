@@ -1,5 +1,13 @@
 """Scoring one generated video against its reference, MTBench style (the evaluation node and the benchmark runner
-share this)."""
+share this), under two protocols:
+
+- `pack` (the default): the generated video is tracked from the reference's own query points; the global part of
+  motion fidelity is the true discrete Frechet distance (or the public mean distance with mode `official`) over
+  all pairs; temporal consistency from DINO's CLS token over frames 1 and later.
+- `det`: the DeT authors' public evaluation step by step (`public_eval`): both videos tracked from a 50 x 50 grid
+  inside the first-frame mask's box, the public global formula on 50 paired random tracks (seeded), CLIP logits,
+  the public temporal-consistency formula. Only these scores sit beside the paper's published rows.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .metrics import edit_fidelity, motion_difficulty, motion_fidelity, temporal_consistency
+from . import public_eval
+from .metrics import (clip_image_features, clip_text_features, dino_features, edit_fidelity, motion_difficulty,
+                      motion_fidelity, temporal_consistency)
+
+PROTOCOLS = ("pack", "det")
 
 PUBLISHED = {  # MTBench "All" rows of the DeT paper: edit fidelity / temporal consistency / motion fidelity
     "DeT (HunyuanVideo)": (31.9, 91.9, 85.9), "DeT (CogVideoX)": (31.2, 89.6, 85.8),
@@ -29,15 +41,28 @@ class Scores:
     temporal_consistency: float | None = None
     """DINO frame similarity x 100 (None without DINO)."""
     mode: str = "frechet"
+    protocol: str = "pack"
 
-    def report(self) -> str:
-        return json.dumps(asdict(self))
 
-    def summary(self) -> str:
-        ef = "-" if self.edit_fidelity is None else f"{self.edit_fidelity:.1f}"
-        tc = "-" if self.temporal_consistency is None else f"{self.temporal_consistency:.1f}"
-        return (f"motion fidelity {self.motion_fidelity:.1f} (local {self.local:.3f}, global {self.global_:.3f}, "
-                f"{self.mode}); edit fidelity {ef}; temporal consistency {tc}")
+@dataclass
+class DetScores:
+    """Scores under the public protocol (x 100 like the paper's tables)."""
+
+    motion_fidelity: float
+    local: float
+    global_: float
+    seed: int
+    """Seed of the 50 paired tracks of the global part."""
+    tracks: int
+    """Grid points inside the mask's box (tracked in both videos)."""
+    box: tuple[int, int, int, int]
+    """The first-frame mask's box in mask pixels: x0, y0, x1, y1 (ends exclusive)."""
+    edit_fidelity: float | None = None
+    temporal_consistency: float | None = None
+    tc_features: str | None = None
+    """'pooler_output' (as the public code) or 'cls' when the DINO checkpoint has no trained pooler: then the public
+    number is not reproducible, and this is the public frame formula on the CLS token."""
+    protocol: str = "det"
 
 
 def normalised(tracks: dict) -> torch.Tensor:
@@ -59,3 +84,45 @@ def score_video(frames: torch.Tensor, generated_tracks: dict, source_tracks: dic
 def difficulty(tracks: dict) -> dict:
     """Motion clusters and level of TRACKS (pixels, all points)."""
     return motion_difficulty(tracks["track_path"].to(torch.float64).permute(1, 0, 2))
+
+
+def _grid_tracks(tracker, online: bool, video: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Track model-resolution points from frame 0 of `video` [F, H, W, 3] -> normalised tracks [N, F, 2]."""
+    from .cotracker import track_points
+
+    f, h, w, _ = video.shape
+    px = public_eval.to_video_pixels(points, tracker.model_resolution, w, h)
+    queries = torch.cat([torch.zeros(len(px), 1), px], dim=1)
+    path, _ = track_points(tracker, video, queries, online=online, chunk=len(queries))  # all points at once
+    return (path.double() / torch.tensor([float(w), float(h)], dtype=torch.float64)).permute(1, 0, 2)
+
+
+def score_video_det(generated: torch.Tensor, source: torch.Tensor, first_mask, tracker, online: bool = False,
+                    prompt: str = "", clip=None, dino=None, seed: int = 0) -> DetScores:
+    """The public evaluation of one generated video (IMAGE [F, H, W, 3]) against the reference video's frames and
+    its first-frame mask [H, W]; `tracker` is a CoTracker3 model."""
+    box = public_eval.box_mask(first_mask)
+    rows, cols = box.nonzero()
+    points = public_eval.grid_queries(box, tracker.model_resolution)
+    mf = public_eval.motion_fidelity(_grid_tracks(tracker, online, generated, points),
+                                     _grid_tracks(tracker, online, source, points), seed=seed)
+    ef = tc = features = None
+    if clip is not None and prompt.strip():
+        model, processor = clip
+        ef = public_eval.clip_logit_score(clip_image_features(generated, model, processor),
+                                          clip_text_features(public_eval.clip_prompt(prompt), model, processor),
+                                          float(model.logit_scale.detach().exp()))
+    if dino is not None:
+        model, processor = dino
+        pooled = bool(getattr(model, "has_trained_pooler", False))
+        features = "pooler_output" if pooled else "cls"
+        tc = 100.0 * public_eval.consistency_score(dino_features(generated, model, processor, pooled=pooled))
+    return DetScores(100.0 * mf["hybrid"], mf["local"], mf["global"], mf["seed"], mf["tracks"],
+                     (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1), ef, tc, features)
+
+
+def report(scores: list) -> str:
+    """The JSON report of one or both protocols: the first one's fields at the top level (what the outputs give),
+    every protocol's under `protocols`."""
+    first = asdict(scores[0])
+    return json.dumps({**first, "protocols": {sc.protocol: asdict(sc) for sc in scores}})

@@ -417,43 +417,63 @@ def motion_difficulty(tracks_px: Any, seed: int = 0, restarts: int = 10, still_t
 # edit fidelity (CLIP) and temporal consistency (DINO)
 # ----------------------------------------------------------------------------------------------------------------
 
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
 def _check_model_folder(folder: str, what: str, repo: str, extra: tuple[str, ...]) -> None:
-    expected = ("config.json", "model.safetensors (or pytorch_model.bin)",
-                "preprocessor_config.json (or processor_config.json)") + extra
+    expected = ("config.json", "model.safetensors", "preprocessor_config.json (or processor_config.json)") + extra
     hint = f"it should hold the Hugging Face files of {repo}: {', '.join(expected)}"
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{what} folder {folder} does not exist; {hint}")
     missing = [] if os.path.isfile(os.path.join(folder, "config.json")) else ["config.json"]
     if not any(os.path.isfile(os.path.join(folder, f)) for f in _WEIGHT_FILES):
-        missing.append("model.safetensors (or pytorch_model.bin)")
+        pickled = os.path.isfile(os.path.join(folder, "pytorch_model.bin"))
+        missing.append("model.safetensors" + (" (pytorch_model.bin is there, but pickled weights are never "
+                                              "loaded: download the repository's model.safetensors)" if pickled else ""))
     if not any(os.path.isfile(os.path.join(folder, f)) for f in _PROCESSOR_FILES):
         missing.append("preprocessor_config.json (or processor_config.json)")
     if missing:
         raise FileNotFoundError(f"{what} folder {folder} lacks {', '.join(missing)}; {hint}")
 
 
+def _weight_names(folder: str) -> set[str]:
+    """Tensor names in a Hugging Face folder's safetensors file(s), read from the headers only."""
+    from safetensors import safe_open
+
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        import json
+
+        with open(index) as f:
+            return set(json.load(f)["weight_map"])
+    with safe_open(os.path.join(folder, "model.safetensors"), "pt") as f:
+        return set(f.keys())
+
+
 def load_clip(folder: str, device: str | torch.device = "cpu") -> tuple[Any, Any]:
-    """CLIPModel + CLIPProcessor from a local Hugging Face folder (openai/clip-vit-base-patch32 for MTBench)."""
+    """CLIPModel + CLIPProcessor from a local Hugging Face folder (openai/clip-vit-base-patch32 for MTBench);
+    safetensors weights only."""
     from transformers import CLIPModel, CLIPProcessor
 
     _check_model_folder(folder, "CLIP model", "openai/clip-vit-base-patch32",
                         ("tokenizer.json (or vocab.json + merges.txt)", "tokenizer_config.json"))
-    model = CLIPModel.from_pretrained(folder, local_files_only=True).to(device).eval()
+    model = CLIPModel.from_pretrained(folder, local_files_only=True, use_safetensors=True).to(device).eval()
     processor = CLIPProcessor.from_pretrained(folder, local_files_only=True)
     return model, processor
 
 
 def load_dino(folder: str, device: str | torch.device = "cpu") -> tuple[Any, Any]:
-    """ViTModel (no pooler) + image processor from a local Hugging Face folder (facebook/dino-vitb16 for MTBench)."""
+    """ViTModel + image processor from a local Hugging Face folder (facebook/dino-vitb16 for MTBench); safetensors
+    weights only. The pooler is built only when the checkpoint holds its weights (`model.has_trained_pooler`):
+    the released DINO conversion has none, and a randomly initialised pooler is never used."""
     from transformers import AutoImageProcessor, ViTModel
 
     _check_model_folder(folder, "DINO model", "facebook/dino-vitb16", ())
-    model = ViTModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False).to(device).eval()
+    pooler = any(n.endswith("pooler.dense.weight") for n in _weight_names(folder))
+    model = ViTModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
+                                     add_pooling_layer=pooler).to(device).eval()
+    model.has_trained_pooler = pooler
     processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
     return model, processor
 
@@ -520,15 +540,19 @@ def edit_fidelity(frames: torch.Tensor, prompt: str, model: Any, processor: Any)
                                                                                                    processor))
 
 
-def dino_features(frames: torch.Tensor, model: Any, processor: Any, batch_size: int = 16) -> torch.Tensor:
-    """IMAGE [F, H, W, 3] -> DINO CLS features [F, C] (token 0 of last_hidden_state; float32, CPU)."""
+def dino_features(frames: torch.Tensor, model: Any, processor: Any, batch_size: int = 16,
+                  pooled: bool = False) -> torch.Tensor:
+    """IMAGE [F, H, W, 3] -> DINO features [F, C] (float32, CPU): the CLS token (token 0 of last_hidden_state), or
+    with `pooled` the pooler's output (only for a checkpoint with trained pooler weights, see load_dino)."""
+    if pooled and not getattr(model, "has_trained_pooler", False):
+        raise ValueError("this DINO checkpoint has no trained pooler weights: pooler_output would be random")
     images = _frames_uint8(frames)
     feats = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             pix = processor(images=images[start:start + batch_size], return_tensors="pt")["pixel_values"]
-            hidden = model(pixel_values=_model_input(model, pix)).last_hidden_state  # B (1 + patches) C
-            feats.append(hidden[:, 0].float().cpu())  # B C
+            out = model(pixel_values=_model_input(model, pix))
+            feats.append((out.pooler_output if pooled else out.last_hidden_state[:, 0]).float().cpu())  # B C
     return torch.cat(feats)  # F C
 
 

@@ -61,8 +61,12 @@ class TrainConfig:
             raise ValueError(f"learning_rate={self.learning_rate} must be a positive number")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if self.tracking_weight < 0:
-            raise ValueError(f"tracking_weight={self.tracking_weight} must be 0 or more")
+        if not (math.isfinite(self.tracking_weight) and self.tracking_weight >= 0):
+            raise ValueError(f"tracking_weight={self.tracking_weight} must be a number, 0 or more (0 turns the "
+                             f"tracking loss off)")
+        if not (math.isfinite(self.tracking_max_timestep) and 0 <= self.tracking_max_timestep <= 1000):
+            raise ValueError(f"tracking_max_timestep={self.tracking_max_timestep} must be a number from 0 to 1000 "
+                             f"(the timestep scale, sigma x 1000)")
         self.feature_block()  # validates the spelling
 
     def feature_block(self) -> tuple[str, int] | None:

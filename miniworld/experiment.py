@@ -55,6 +55,8 @@ class Settings:
     double_blocks: str = "all"
     single_blocks: str = "all"
     tracking_weight: float = 0.1
+    tracking_max_timestep: float = 400.0
+    """The tracking loss's noise gate (sigma x 1000); the pack's default."""
     finetune_learning_rate: float = 1e-4
     sample_steps: int = 20
     flow_shift: float = FLOW_SHIFT
@@ -114,7 +116,8 @@ def experiment_prompt(ref: Reference, target: str, seed: int, s: Settings, tag: 
     train = {"model": ["shift", 0], "latent": ["encode", 0], "conditioning": ["ref_text", 0],
              "steps": s.train_steps, "learning_rate": s.learning_rate, "mid_dim": s.mid_dim,
              "kernel_size": s.kernel_size, "double_blocks": s.double_blocks, "single_blocks": s.single_blocks,
-             "tracking_weight": s.tracking_weight, "tracking_features": "x0", "feature_block": "double:1",
+             "tracking_weight": s.tracking_weight, "tracking_max_timestep": s.tracking_max_timestep,
+             "tracking_features": "x0", "feature_block": "double:1",
              "guidance": s.guidance, "warmup_steps": s.warmup_steps, "optimizer": "adamw", "seed": seed,
              "checkpoint_every": 0, "overwrite": True, "resume_from": "none", "caption": ref.caption}
     ksampler = {"seed": seed, "steps": s.sample_steps, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",

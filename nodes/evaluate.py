@@ -10,7 +10,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..det_core.cotracker import track_points
-from ..det_core.evaluate import difficulty, score_video
+from ..det_core.evaluate import PROTOCOLS, difficulty, report, score_video, score_video_det
 from ..det_core.metrics import GLOBAL_MODES, load_clip, load_dino
 from ..det_core.tracks import make_tracks, sample_queries
 from .common import CoTrackerType, TracksType, device_input, torch_device
@@ -93,6 +93,13 @@ class DeTMotionFidelity(io.ComfyNode):
                 io.Image.Input("source", optional=True, tooltip="Or the reference video's frames (tracked here)."),
                 io.Mask.Input("source_mask", optional=True, tooltip="Subject mask of the reference (for tracking it)."),
                 EvalModelsType.Input("eval_models", optional=True, tooltip="CLIP and DINO from Load Eval Models (DeT)."),
+                io.Combo.Input("protocol", options=[*PROTOCOLS, "both"], default="pack", optional=True,
+                               tooltip="pack: the pack's scores (above). det: the DeT authors' public evaluation, "
+                                       "for numbers beside the paper's: both videos tracked from a 50 x 50 grid "
+                                       "in the first-frame mask's box (needs source and source_mask), 50 paired "
+                                       "random tracks for the global part. both: the two, pack first."),
+                io.Int.Input("pairing_seed", default=0, min=0, max=2**31 - 1, optional=True,
+                             tooltip="Seed of the det protocol's 50 random track pairs."),
             ],
             outputs=[io.Float.Output(display_name="motion_fidelity"), io.Float.Output(display_name="edit_fidelity"),
                      io.Float.Output(display_name="temporal_consistency"), io.String.Output(display_name="report")],
@@ -101,7 +108,28 @@ class DeTMotionFidelity(io.ComfyNode):
 
     @classmethod
     def execute(cls, generated, cotracker, mode, alpha, points, prompt, source_tracks=None, source=None,
-                source_mask=None, eval_models=None):
+                source_mask=None, eval_models=None, protocol="pack", pairing_seed=0):
+        if protocol not in (*PROTOCOLS, "both"):
+            raise ValueError(f"protocol {protocol!r} is not one of pack, det, both")
+        models = eval_models or {}
+        scores = []
+        if protocol in ("pack", "both"):
+            scores.append(cls.pack_scores(generated, cotracker, mode, alpha, points, prompt, source_tracks, source,
+                                          source_mask, models))
+        if protocol in ("det", "both"):
+            if source is None or source_mask is None:
+                raise ValueError("protocol det tracks both videos from a grid inside the reference's first-frame mask "
+                                 "box: connect source (the reference video's frames) and source_mask")
+            scores.append(score_video_det(generated, source, source_mask[0], cotracker.model, cotracker.online,
+                                          prompt, models.get("clip"), models.get("dino"), pairing_seed))
+        text = report(scores)
+        first, nan = scores[0], float("nan")
+        return io.NodeOutput(first.motion_fidelity, nan if first.edit_fidelity is None else first.edit_fidelity,
+                             nan if first.temporal_consistency is None else first.temporal_consistency,
+                             text, ui=ui.PreviewText(text))
+
+    @staticmethod
+    def pack_scores(generated, cotracker, mode, alpha, points, prompt, source_tracks, source, source_mask, models):
         f, h, w, _ = generated.shape
         if source_tracks is None and source is None:
             raise ValueError("connect the reference: source_tracks, or the source video frames")
@@ -117,13 +145,8 @@ class DeTMotionFidelity(io.ComfyNode):
         q = torch.cat([torch.zeros(len(start), 1), start], dim=1)
         path, vis = track_points(cotracker.model, generated, q, online=cotracker.online)
         gen_tracks = make_tracks(path, vis, (w, h))
-        models = eval_models or {}
-        scores = score_video(generated, gen_tracks, source_tracks, prompt, models.get("clip"), models.get("dino"),
-                             mode, alpha)
-        nan = float("nan")
-        return io.NodeOutput(scores.motion_fidelity, nan if scores.edit_fidelity is None else scores.edit_fidelity,
-                             nan if scores.temporal_consistency is None else scores.temporal_consistency,
-                             scores.report(), ui=ui.PreviewText(scores.report()))
+        return score_video(generated, gen_tracks, source_tracks, prompt, models.get("clip"), models.get("dino"),
+                           mode, alpha)
 
 
 class DeTMotionDifficulty(io.ComfyNode):

@@ -7,14 +7,13 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 import comfy.utils
 import folder_paths
 from comfy_api.latest import io, ui
 
 from ..det_core.cotracker import CoTracker3, load_cotracker3, track_points
-from ..det_core.safe_load import load_weights_only
+from ..det_core.mtbench import read_tracks
 from ..det_core.tracks import SAMPLING, draw_tracks, from_mtbench, make_tracks, sample_queries, to_mtbench, to_wan_json
 from .common import CoTrackerType, TracksType, device_input, dtype_input, torch_device, torch_dtype
 from .video import resolve_input_path
@@ -28,28 +27,6 @@ class CoTrackerModel:
     model: CoTracker3
     online: bool
     name: str
-
-
-def read_track_array(path: str) -> np.ndarray:
-    """`tracks.npy` or a `.pth`/`.pt` holding one tensor (loaded with weights_only=True)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"track file not found: {path}; put it in ComfyUI's input folder or give an absolute path")
-    if path.endswith(".npy"):
-        try:
-            return np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise ValueError(f"{path} is not a plain numpy array file ({e})") from None
-    if path.endswith((".pth", ".pt")):
-        obj = load_weights_only(path, "tracks file (one [frames, points, 3] tensor saved with torch.save)")
-        if isinstance(obj, dict):
-            tensors = [v for v in obj.values() if torch.is_tensor(v)]
-            if len(tensors) != 1:
-                raise ValueError(f"{path} holds {len(tensors)} tensors; expected one [frames, points, 3] tensor")
-            obj = tensors[0]
-        if not torch.is_tensor(obj):
-            raise ValueError(f"{path} does not hold a tensor")
-        return obj.float().numpy()
-    raise ValueError(f"{path}: track files are .npy, .pth or .pt")
 
 
 class DeTCoTrackerLoader(io.ComfyNode):
@@ -169,7 +146,9 @@ class DeTLoadTracks(io.ComfyNode):
     def execute(cls, path, width, height):
         full = resolve_input_path(path)
         try:
-            tracks = from_mtbench(read_track_array(full), width, height)
+            if not os.path.isfile(full):
+                raise ValueError(f"track file not found: {full}; put it in ComfyUI's input folder")
+            tracks = from_mtbench(read_tracks(full), width, height)
         except ValueError as e:
             raise ValueError(f"{full}: {e}" if full not in str(e) else str(e)) from None
         f, n = tracks["track_visibility"].shape

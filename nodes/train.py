@@ -114,6 +114,11 @@ class DeTTrainAdapter(io.ComfyNode):
                                  tooltip="Point tracks of the reference video (CoTracker3); without them no tracking loss."),
                 io.String.Input("caption", default="", optional=True,
                                 tooltip="The reference caption, stored in the adapter file's metadata."),
+                io.Float.Input("tracking_max_timestep", default=400.0, min=0.0, max=1000.0, step=10.0, optional=True,
+                               tooltip="The tracking loss runs only on steps whose timestep (sigma x 1000) is at most "
+                                       "this. 400 on HunyuanVideo's shift-7 grid fires on ~9% of steps; the public "
+                                       "code's gate (DDPM t <= 400) fires on ~40%, up to sigma ~0.55. See the README's "
+                                       "deviations table."),
             ],
             outputs=[DetAdapterType.Output(display_name="adapter"), io.Image.Output(display_name="loss_curve"),
                      io.String.Output(display_name="info")],
@@ -131,7 +136,7 @@ class DeTTrainAdapter(io.ComfyNode):
     def execute(cls, model, latent, conditioning, steps, learning_rate, mid_dim, kernel_size, double_blocks,
                 single_blocks, tracking_weight, tracking_features, feature_block, guidance, warmup_steps, optimizer,
                 seed, output_name, checkpoint_every, overwrite, resume_from, swap_blocks=0, offload_activations=False,
-                tracks=None, caption=""):
+                tracks=None, caption="", tracking_max_timestep=400.0):
         # 1. check everything before any heavy work
         dm = hunyuan_transformer(model)
         samples = latent["samples"]
@@ -144,6 +149,7 @@ class DeTTrainAdapter(io.ComfyNode):
             raise ValueError(f"{out_path} exists; turn on overwrite, resume from it, or choose another output_name")
         config = TrainConfig(steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
                              tracking_weight=tracking_weight, optimizer=optimizer, seed=seed,
+                             tracking_max_timestep=tracking_max_timestep,
                              checkpoint_every=checkpoint_every,
                              tracking_features="x0" if tracking_features == "x0" else feature_block)
         notes: list[str] = []

@@ -1,6 +1,7 @@
 """The MTBench runner against real servers with tiny models, on a two-case benchmark folder built from the shared
 MTBench examples: outputs, the table, resuming after a kill, two servers sharing the work, and a dry run."""
 
+import csv
 import json
 import os
 import shutil
@@ -60,9 +61,12 @@ def workflow(tmp_path_factory, cotracker_file):
         "decode": {"class_type": "DeTTestPseudoDecode", "inputs": {"samples": ["apply", 0]}},
         "tracker": {"class_type": "DeTCoTrackerLoader", "inputs": {"checkpoint": cotracker_file, "mode": "auto",
                                                                    "device": "cpu", "dtype": "fp32"}},
+        "mask_image": {"class_type": "LoadImage", "_meta": {"title": "Reference mask"}, "inputs": {"image": ""}},
+        "mask": {"class_type": "ImageToMask", "inputs": {"image": ["mask_image", 0], "channel": "red"}},
         "score": {"class_type": "DeTMotionFidelity", "_meta": {"title": "Motion Fidelity (DeT)"}, "inputs": {
             "generated": ["decode", 0], "cotracker": ["tracker", 0], "mode": "frechet", "alpha": 0.5, "points": 16,
-            "prompt": "", "source_tracks": ["tracks", 0]}},
+            "prompt": "", "source_tracks": ["tracks", 0], "source": ["video", 0], "source_mask": ["mask", 0],
+            "protocol": "pack", "pairing_seed": 0}},
         "clip": {"class_type": "CreateVideo", "inputs": {"images": ["decode", 0], "fps": 8.0}},
         "save": {"class_type": "SaveVideo", "inputs": {"video": ["clip", 0], "filename_prefix": "bench/out",
                                                        "format": "mp4", "codec": "h264"}},
@@ -78,19 +82,30 @@ def results(out):
 
 def test_dry_run_checks_the_folder(bench_dir, tmp_path, capsys):
     out = tmp_path / "dry"
-    assert bench_main([bench_dir, "--dry-run", "--out", str(out)]) == 0
+    assert bench_main([bench_dir, "--dry-run", "--protocol", "both", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "skipping case zz-broken: missing source.mp4, mask_first_frame.png, tracks.npy, eval_prompts.txt" in printed
-    rows = (out / "results.csv").read_text().splitlines()
-    assert len(rows) == 3 and all(",100.0" in r for r in rows[1:])
-    assert "| DeT (HunyuanVideo) (published) | 31.9 | 91.9 | 85.9 |" in (out / "table.md").read_text()
+    assert ("skipping case zz-broken: source.mp4: missing (also missing: mask_first_frame.png, tracks.npy, "
+            "eval_prompts.txt)") in printed
+    assert "2 case(s) in the flat layout" in printed
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["case"] for r in rows] == ["dance-twirl", "dog-agility"]
+    for r in rows:  # a track set against itself: 100 under the pack's protocol; under the public one only local is
+        assert float(r["pack_motion_fidelity"]) == pytest.approx(100.0)
+        assert float(r["det_local"]) == pytest.approx(1.0) and float(r["det_global"]) < 0.99
+        assert r["det_seed"] == "0" and r["det_tracks"] == str(POINTS) and r["level"] and float(r["silhouette"]) > 0
+    table = (out / "table.md").read_text()
+    assert "| DeT (HunyuanVideo) (published) | 31.9 | 91.9 | 85.9 |" in table
+    det_mf = np.mean([float(r["det_motion_fidelity"]) for r in rows])
+    assert f"| shipped tracks vs themselves (dry run), det protocol | - | - | {det_mf:.1f} |" in table
+    assert "pack protocol (true Frechet" in table and "det protocol (the public evaluation" in table
 
 
 def test_runs_every_case_resumes_after_a_kill_and_shares_servers(bench_dir, workflow, comfy_server, comfy_host,
                                                                comfy_base, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "det_core.bench", bench_dir, "--workflow", workflow, "--server", comfy_server.url,
-           "--out", str(out), "--prompts-per-case", "2", "--timeout", "600"]
+           "--out", str(out), "--prompts-per-case", "2", "--timeout", "600", "--protocol", "both",
+           "--pairing-seed", "3"]
     # 1. start, and kill the runner as soon as one case x prompt is finished
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 400
@@ -112,9 +127,11 @@ def test_runs_every_case_resumes_after_a_kill_and_shares_servers(bench_dir, work
     records = [json.load(open(p)) for p in final]
     assert {r["case"] for r in records} == {"dance-twirl", "dog-agility"}
     for r in records:
-        assert 0 < r["motion_fidelity"] <= 100 and r["level"] in ("easy", "medium", "hard")
+        assert 0 < r["pack_motion_fidelity"] <= 100 and r["level"] in ("easy", "medium", "hard")
+        assert 0 < r["det_motion_fidelity"] <= 100 and r["det_seed"] == 3 and r["det_tracks"] > 0
         assert any(f.endswith(".mp4") for f in r["files"])
         assert os.path.isfile(os.path.join(os.path.dirname(os.path.join(out, r["case"], str(r["prompt_index"]), "x")), r["files"][0]))
     table = (out / "table.md").read_text()
-    assert "| DeT (this run) |" in table and "Runs per group: All: 4" in table
+    assert "| DeT (this run) | pack protocol" in table and "| DeT (this run), det protocol | - | - |" in table
+    assert "Runs per group: All: 4" in table
     assert len((out / "results.csv").read_text().splitlines()) == 5

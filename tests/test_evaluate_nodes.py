@@ -3,10 +3,12 @@ itself and against its time-reversed copy."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
+from det_core.client import PromptExecutionError
 from det_core.metrics import motion_difficulty
 
 
@@ -52,3 +54,31 @@ def test_motion_fidelity_is_100_against_itself_and_lower_against_other_motion(co
     g["score"]["inputs"]["source_tracks"] = ["tracks", 0]
     real = json.loads(comfy.run(g, timeout=600).outputs["score"]["text"][0])
     assert real["motion_fidelity"] < 90.0, real
+
+
+def test_det_protocol_beside_the_pack_protocol_through_the_server(comfy, cotracker_file, mtbench_examples, input_dir):
+    """protocol=both: the pack's scores first, the public evaluation's under protocols.det; a video against itself
+    is 100 under the pack's protocol, local 100 but global below 100 under the public one."""
+    from PIL import Image
+
+    from det_core.public_eval import box_mask, grid_queries
+
+    video = os.path.join(mtbench_examples, "dance-twirl", "source.mp4")
+    mask_png = os.path.join(mtbench_examples, "dance-twirl", "mask_first_frame.png")
+    shutil.copy(mask_png, os.path.join(input_dir, "det_protocol_mask.png"))
+    g = fidelity_graph(video, video, cotracker_file)
+    g["mask_image"] = {"class_type": "LoadImage", "inputs": {"image": "det_protocol_mask.png"}}
+    g["mask"] = {"class_type": "ImageToMask", "inputs": {"image": ["mask_image", 0], "channel": "red"}}
+    g["score"]["inputs"].update(source_mask=["mask", 0], protocol="both", pairing_seed=5)
+    doc = json.loads(comfy.run(g, timeout=600).outputs["score"]["text"][0])
+    assert doc["protocol"] == "pack" and doc["motion_fidelity"] == pytest.approx(100.0)
+    det = doc["protocols"]["det"]
+    expected_points = len(grid_queries(box_mask(np.array(Image.open(mask_png).convert("L"))), (384, 512)))
+    assert det["tracks"] == expected_points and det["seed"] == 5
+    assert det["local"] == pytest.approx(1.0) and det["global_"] < 0.99
+    assert det["motion_fidelity"] == pytest.approx(50.0 * (det["local"] + det["global_"]))
+    # the public protocol needs the reference frames and mask: said before any tracking
+    del g["score"]["inputs"]["source_mask"]
+    g["score"]["inputs"]["protocol"] = "det"
+    with pytest.raises(PromptExecutionError, match="connect source .* and source_mask"):
+        comfy.run(g, timeout=120)

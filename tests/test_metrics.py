@@ -3,6 +3,7 @@ consistency. Expected values come from hand derivations, brute-force references 
 
 import math
 import os
+import shutil
 from functools import lru_cache
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 from det_core.metrics import (align_frames, clip_similarity_score, consistency_score, difficulty_level,
-                              edit_fidelity, frechet_distances, kmeans, load_clip, load_dino, motion_difficulty,
+                              dino_features, edit_fidelity, frechet_distances, kmeans, load_clip, load_dino, motion_difficulty,
                               motion_fidelity, silhouette, temporal_consistency)
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared",
@@ -339,6 +340,54 @@ def test_edit_fidelity_averages_frames(tiny_clip):
         edit_fidelity(video, "  ", model, processor)
     with pytest.raises(ValueError, match="IMAGE"):
         edit_fidelity(video[0], "a dog", model, processor)
+
+
+def test_det_edit_fidelity_is_clips_logits_per_image(tiny_clip):
+    from det_core.metrics import clip_image_features, clip_text_features
+    from det_core.public_eval import clip_logit_score, clip_prompt
+
+    model, processor = load_clip(tiny_clip)
+    video = random_video(3, seed=4)
+    images = [(f.numpy() * 255).round().astype(np.uint8) for f in video]
+    text = clip_prompt("a dog dancing  ")
+    with torch.no_grad():  # the public code: the whole model, the prompt once per frame, the diagonal
+        out = model(**processor(text=[text] * 3, images=images, return_tensors="pt", padding=True))
+    expected = float(torch.diagonal(out.logits_per_image).mean())
+    mine = clip_logit_score(clip_image_features(video, model, processor), clip_text_features(text, model, processor),
+                            float(model.logit_scale.detach().exp()))
+    assert mine == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+
+def test_dino_pooler_is_used_only_when_the_checkpoint_has_it(tiny_dino, tmp_path):
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    model, processor = load_dino(tiny_dino)  # saved without a pooler, like the released dino-vitb16 conversion
+    assert model.has_trained_pooler is False
+    with pytest.raises(ValueError, match="no trained pooler"):
+        dino_features(random_video(2), model, processor, pooled=True)
+    folder = str(tmp_path / "pooled")
+    torch.manual_seed(1)
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                    image_size=32, patch_size=16)
+    reference = ViTModel(cfg, add_pooling_layer=True).eval()
+    reference.save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    model, processor = load_dino(folder)
+    assert model.has_trained_pooler is True
+    video = random_video(3, seed=5)
+    pix = processor(images=[(f.numpy() * 255).round().astype(np.uint8) for f in video], return_tensors="pt")
+    with torch.no_grad():
+        expected = reference(**pix).pooler_output
+    assert torch.allclose(dino_features(video, model, processor, pooled=True), expected, atol=1e-5)
+
+
+def test_eval_models_load_from_safetensors_only(tiny_dino, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_dino, folder)
+    os.remove(folder / "model.safetensors")
+    torch.save({}, folder / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="pickled weights are never loaded"):
+        load_dino(str(folder))
 
 
 @pytest.mark.parametrize("loader", [load_clip, load_dino])
