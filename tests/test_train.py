@@ -94,16 +94,19 @@ def test_checkpoints_every_n_steps_and_when_a_step_fails(tiny_transformer):
     assert saves == [2, 3]  # the periodic save, then the last completed step on the way out
 
 
-def test_tracking_loss_joins_only_at_low_noise(tiny_transformer):
+@pytest.mark.parametrize("gate", [400.0, 700.0])
+def test_tracking_loss_joins_only_below_the_noise_gate(tiny_transformer, gate):
     adapter, runtime, remove, latents, sampling, predict = setup(tiny_transformer)
     xy = torch.rand(3, 10, 2)
     tracks = LatentTracks(xy=xy, visibility=torch.ones(3, 10), frame_ids=torch.arange(3))
-    cfg = TrainConfig(steps=30, learning_rate=1e-4, tracking_weight=0.1, optimizer="adamw", seed=3)
+    cfg = TrainConfig(steps=30, learning_rate=1e-4, tracking_weight=0.1, optimizer="adamw", seed=3,
+                      tracking_max_timestep=gate)
     result = train_adapter(adapter, predict, sampling, latents, cfg, runtime=runtime, tracks=tracks)
     remove()
     with_track = [e for e in result.log if e.track is not None]
-    assert with_track and all(e.timestep <= 400 for e in with_track)
-    assert all(e.timestep > 400 for e in result.log if e.track is None)
+    assert with_track and all(e.timestep <= gate for e in with_track)
+    assert all(e.timestep > gate for e in result.log if e.track is None)
+    assert any(e.timestep > 400 for e in with_track) == (gate > 400)  # the same seed's steps, another gate
     for e in with_track:
         assert e.loss == pytest.approx(e.flow + 0.1 * e.track, rel=1e-5)
 
@@ -115,6 +118,11 @@ def test_bad_settings_are_refused():
         TrainConfig(tracking_features="block7")
     with pytest.raises(ValueError, match="adamw8bit"):
         TrainConfig(optimizer="lion")
+    with pytest.raises(ValueError, match="tracking_weight=nan must be a number"):
+        TrainConfig(tracking_weight=float("nan"))
+    for gate in (float("nan"), -1.0, 1001.0):
+        with pytest.raises(ValueError, match="tracking_max_timestep=.* must be a number from 0 to 1000"):
+            TrainConfig(tracking_max_timestep=gate)
 
 
 class _Payload:
