@@ -47,6 +47,11 @@ class DeTRuntime:
     taps: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
     features: torch.Tensor | None = None
     """(B, T*H*W, C) output of `feature_block` from the last forward."""
+    offload: torch.device | None = None
+    """Training: where checkpointed blocks keep their input activations between forward and backward (CPU RAM
+    for low VRAM); None keeps them on the compute device."""
+    parked: list[tuple[str, int, int]] = field(default_factory=list)
+    """(kind, index, bytes) of every block input moved to `offload` (cleared by whoever reads it)."""
 
     def need_grid(self) -> tuple[int, int, int]:
         if self.grid is None:
@@ -117,6 +122,46 @@ def run_block_out_of_place(module, *args, **kwargs):
         return type(module).forward(module, *args, **kwargs)
 
 
+ACTIVATION_KWARGS = ("img", "txt")
+"""A block's per-step activations (double blocks take them by keyword; single blocks take `img` first)."""
+
+
+def _park(args: tuple, kwargs: dict, runtime: DeTRuntime, kind: str, index: int):
+    """Move a checkpointed block's input activations to `runtime.offload` before the checkpoint keeps them;
+    returns the new arguments and a wrapper that brings them back to the compute device when the block runs (in
+    forward, and again when backward recomputes it). Autograd passes gradients back through both copies."""
+    home = runtime.offload
+    moved, device, nbytes = set(), None, 0
+
+    def park(t):
+        nonlocal device, nbytes
+        if not torch.is_tensor(t) or not t.is_floating_point():
+            return t
+        device = t.device
+        nbytes += t.numel() * t.element_size()
+        return t.to(home, non_blocking=True)
+
+    args = tuple(park(a) if i == 0 else a for i, a in enumerate(args))
+    if args and torch.is_tensor(args[0]):
+        moved.add(0)
+    for key in ACTIVATION_KWARGS:
+        if key in kwargs:
+            kwargs = dict(kwargs, **{key: park(kwargs[key])})
+            moved.add(key)
+    runtime.parked.append((kind, index, nbytes))
+
+    def fetch(run):
+        def fetched(*a, **k):
+            a = tuple(x.to(device, non_blocking=True) if i in moved and torch.is_tensor(x) else x
+                      for i, x in enumerate(a))
+            k = {n: (v.to(device, non_blocking=True) if n in moved and torch.is_tensor(v) else v)
+                 for n, v in k.items()}
+            return run(*a, **k)
+        return fetched
+
+    return args, kwargs, fetch
+
+
 def _block(module, runtime: DeTRuntime, kind: str, index: int, mode: str) -> Callable:
     """A whole block's forward: keeps features, and for training recomputes itself in backward (gradient
     checkpointing) with its residual adds out of place, so its inputs and everything autograd saved keep their
@@ -130,7 +175,11 @@ def _block(module, runtime: DeTRuntime, kind: str, index: int, mode: str) -> Cal
 
     def forward(*args, **kwargs):
         if mode == "train" and torch.is_grad_enabled():
-            out = torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False, **kwargs)
+            if runtime.offload is not None:
+                args, kwargs, fetch = _park(args, kwargs, runtime, kind, index)
+                out = torch.utils.checkpoint.checkpoint(fetch(run), *args, use_reentrant=False, **kwargs)
+            else:
+                out = torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False, **kwargs)
         else:
             out = run(*args, **kwargs)
         if keep:

@@ -135,6 +135,25 @@ def step_randomness(config: TrainConfig, step: int, n_sigmas: int, shape) -> tup
     return index, torch.randn(shape, generator=g)
 
 
+def step_losses(predict_x0, sampling: Sampling, latents: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+                timestep: float, config: TrainConfig, runtime: DeTRuntime | None = None,
+                tracks: LatentTracks | None = None, autocast_dtype: torch.dtype | None = None):
+    """(loss, flow, track or None) of one step at noise level `sigma`: the model's prediction and both losses,
+    with nothing read back to Python (so it also runs on fake tensors)."""
+    x_t = sampling.noise_scaling(sigma, noise, latents)
+    with torch.autocast(latents.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        x0_hat = predict_x0(x_t, sigma).float()
+    v_hat = (x_t.float() - x0_hat) / sigma.float().reshape(-1, *[1] * (x_t.ndim - 1))
+    flow = (v_hat - (noise - latents).float()).pow(2).mean()
+    track = None
+    if tracks is not None and config.tracking_weight > 0 and timestep <= config.tracking_max_timestep:
+        feature_block = config.feature_block()
+        features = x0_hat if feature_block is None else tokens_to_features(runtime.features, runtime.need_grid())
+        track = tracking_loss(features, tracks)
+    loss = flow + config.tracking_weight * track if track is not None else flow
+    return loss, flow, track
+
+
 def train_adapter(
     adapter: DeTAdapter,
     predict_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -168,6 +187,8 @@ def train_adapter(
     result = TrainResult(steps_done=start_step)
     saved_at = start_step
     adapter.train()
+    if offload_activations and runtime is not None:
+        runtime.offload = torch.device("cpu")  # the checkpointed blocks' inputs wait in CPU RAM
     try:
         for step in range(start_step, config.steps):
             if should_stop is not None and should_stop():
@@ -179,27 +200,16 @@ def train_adapter(
             sigma = sigmas[index].reshape(1)
             timestep = float(sampling.timestep(sigma))
             noise = noise.to(device=device, dtype=latents.dtype)
-            x_t = sampling.noise_scaling(sigma, noise, latents)
             # 2. prediction and losses
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate * lr_factor(step, config.warmup_steps)
             optimizer.zero_grad(set_to_none=True)
-            # tensors kept for backward (the checkpointed blocks' inputs) wait in CPU RAM when asked
+            # the other tensors autograd keeps for backward wait in CPU RAM too when asked
             keep = torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda") if offload_activations \
                 else contextlib.nullcontext()
             with keep:
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    x0_hat = predict_x0(x_t, sigma).float()
-                v_hat = (x_t.float() - x0_hat) / sigma.float().reshape(-1, *[1] * (x_t.ndim - 1))
-                flow = (v_hat - (noise - latents).float()).pow(2).mean()
-                track = None
-                if tracks is not None and config.tracking_weight > 0 and timestep <= config.tracking_max_timestep:
-                    if feature_block is None:
-                        features = x0_hat
-                    else:
-                        features = tokens_to_features(runtime.features, runtime.need_grid())
-                    track = tracking_loss(features, tracks)
-                loss = flow + config.tracking_weight * track if track is not None else flow
+                loss, flow, track = step_losses(predict_x0, sampling, latents, sigma, noise, timestep, config,
+                                                runtime, tracks, autocast_dtype)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"DeT training: the loss became {float(loss)} at step {step + 1}; "
                                              f"lower the learning rate")
@@ -221,6 +231,8 @@ def train_adapter(
                 save_checkpoint(result.steps_done, optimizer.state_dict(), result.log)
                 saved_at = result.steps_done
     finally:
+        if runtime is not None:
+            runtime.offload = None
         for p in params:
             p.requires_grad_(False)
         adapter.eval()

@@ -141,3 +141,23 @@ def test_an_optimizer_state_with_pickled_objects_is_refused_by_name(tmp_path):
     good = tmp_path / "good.optim.pt"
     torch.save({"step": 3, "optimizer": {"state": {}, "param_groups": []}}, good)
     assert load_weights_only(str(good), "DeT optimizer state")["step"] == 3
+
+
+def test_offloaded_activations_park_every_block_input_and_change_nothing(tiny_transformer):
+    """offload_activations: each checkpointed block's activations (img and txt of a double block, the joint
+    sequence of a single one) go to CPU RAM before the checkpoint keeps them; the trained adapter is the same."""
+    cfg = TrainConfig(steps=3, learning_rate=1e-3, tracking_weight=0.0, optimizer="adamw", seed=4)
+    adapters = []
+    for offload in (False, True):
+        adapter, runtime, remove, latents, sampling, predict = setup(tiny_transformer, seed=6)
+        train_adapter(adapter, predict, sampling, latents, cfg, runtime=runtime, offload_activations=offload)
+        remove()
+        adapters.append(adapter.state_dict())
+        parked = list(runtime.parked)
+        assert runtime.offload is None  # set only while training
+    assert all(torch.allclose(adapters[0][k], adapters[1][k], atol=1e-6) for k in adapters[0])
+    # 3 steps x (2 double + 2 single blocks), each parked once in forward (backward recomputes from the copy)
+    t, h, w = latents.shape[2], latents.shape[3] // 2, latents.shape[4] // 2
+    img, txt = t * h * w * 128 * 4, tiny_inputs(3, 6, 8)["context"].shape[1] * 128 * 4
+    assert parked == [("double", 0, img + txt), ("double", 1, img + txt), ("single", 0, img + txt),
+                      ("single", 1, img + txt)] * 3
