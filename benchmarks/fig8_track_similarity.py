@@ -29,7 +29,8 @@ from det_core.tracking import mean_track_cosine, tokens_to_features, tracks_for_
 from det_core.tracks import from_mtbench  # noqa: E402
 from det_core.train import TrainConfig, train_adapter  # noqa: E402
 from det_core.video import LoadSettings, load_video  # noqa: E402
-from devtools.tiny_models import flow_sampling, import_comfy, tiny_transformer, x0_predictor  # noqa: E402
+from det_core.hunyuan import flow_sampling, x0_predictor  # noqa: E402
+from devtools.tiny_models import import_comfy, tiny_transformer  # noqa: E402
 
 EXAMPLE = os.path.join(os.path.dirname(ROOT), "shared", "mtbench_examples", "dance-twirl")
 WIDTH, HEIGHT = 192, 128

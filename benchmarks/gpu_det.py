@@ -37,12 +37,9 @@ from det_core.lowvram import streamed_blocks, to_fp8  # noqa: E402
 from det_core.patch import DeTRuntime, forward_patches, install  # noqa: E402
 from det_core.tracking import LatentTracks  # noqa: E402
 from det_core.train import TrainConfig, train_adapter  # noqa: E402
-from devtools.tiny_models import TINY_HV, flow_sampling, x0_predictor  # noqa: E402
+from det_core.hunyuan import HUNYUAN_VIDEO_13B, flow_sampling, x0_predictor  # noqa: E402
+from devtools.tiny_models import TINY_HV  # noqa: E402
 
-FULL = dict(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
-            hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=20, depth_single_blocks=40, axes_dim=[16, 56, 56],
-            theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False,
-            use_cond_type_embedding=False, vision_in_dim=None)
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12}
 
 
@@ -162,7 +159,7 @@ def main(argv=None) -> int:
         if not torch.cuda.is_available():
             print("no CUDA GPU: run with --tiny on the CPU", file=sys.stderr)
             return 2
-        cfg = dict(FULL)
+        cfg = dict(HUNYUAN_VIDEO_13B)
         shapes = {"frames": 49, "size": [480, 720], "latent": [13, 60, 90], "text_tokens": 256}
         device, dtype = torch.device("cuda"), torch.bfloat16
         steps, swap = ns.steps or 6, 20 if ns.swap is None else ns.swap

@@ -73,30 +73,6 @@ def tiny_transformer(seed: int = 0):
     return model.eval().requires_grad_(False)
 
 
-def flow_sampling(shift: float = 7.0):
-    """ComfyUI's flow-matching sampling object for HunyuanVideo (as the loaded model has it)."""
-    import comfy.model_sampling as ms
-
-    class FlowSampling(ms.ModelSamplingDiscreteFlow, ms.CONST):
-        pass
-
-    sampling = FlowSampling()
-    sampling.set_parameters(shift=shift)
-    return sampling
-
-
-def x0_predictor(model, sampling, context, pooled, guidance: float = 6.0):
-    """predict_x0(x_t, sigma) for det_core.train, calling the transformer as ComfyUI's apply_model does: the latent
-    goes in at the text features' dtype, the estimate comes back in float32."""
-    g = torch.tensor([guidance], device=context.device)
-
-    def predict_x0(x_t, sigma):
-        out = model(x_t.to(context.dtype), sampling.timestep(sigma).to(x_t.device), context, y=pooled, guidance=g)
-        return x_t - sigma.reshape(-1, *[1] * (x_t.ndim - 1)).to(x_t.device) * out.float()
-
-    return predict_x0
-
-
 # -- tiny GroundingDINO / SAM / SAM 2 in Hugging Face format, random weights ----------------------------------------
 
 DINO_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "person", "cat", ".", "the", "red", "ball"]

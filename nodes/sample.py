@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import comfy.model_sampling
 import comfy.samplers
 import node_helpers
 import nodes as comfy_nodes
 from comfy_api.latest import io
 
+from ..det_core.hunyuan import flow_sampling
 from .adapter import strength_inputs
 from .common import DetAdapterType, applied_blocks, attach
 
 
 def with_flow_shift(model, shift: float):
     """The MODEL with its flow-matching shift set (what ComfyUI's ModelSamplingSD3 node does)."""
-    class FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
-        pass
-
-    sampling = FlowSampling(model.model.model_config)
-    sampling.set_parameters(shift=shift, multiplier=1000)
-    model.add_object_patch("model_sampling", sampling)
+    model.add_object_patch("model_sampling", flow_sampling(shift, model.model.model_config))
     return model
 
 

@@ -8,7 +8,7 @@ from det_core.adapter import AdapterMeta, DeTAdapter
 from det_core.patch import DeTRuntime, forward_patches, install
 from det_core.tracking import LatentTracks
 from det_core.train import TrainConfig, train_adapter
-from devtools.tiny_models import flow_sampling, x0_predictor
+from det_core.hunyuan import flow_sampling, x0_predictor
 
 
 def setup(model, seed=0, blocks=(0, 1), mode="train"):
