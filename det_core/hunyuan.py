@@ -15,6 +15,12 @@ HUNYUAN_VIDEO_13B = dict(
 width 4096, 2 x 2 patches on a 16-channel latent)."""
 
 
+def model_arguments(detected: dict) -> dict:
+    """HunyuanVideo's constructor arguments from a detected config (ComfyUI's unet_config, or its detection of a
+    checkpoint), the 13B values where it says nothing; other keys (dtype, operations...) are dropped."""
+    return {k: detected.get(k, v) for k, v in HUNYUAN_VIDEO_13B.items()}
+
+
 def flow_sampling(shift: float = 7.0, model_config=None):
     """ComfyUI's discrete flow-matching sampling object (what ModelSamplingSD3 sets) with this shift."""
     import comfy.model_sampling as ms

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .hunyuan import HUNYUAN_VIDEO_13B
+from .hunyuan import HUNYUAN_VIDEO_13B, model_arguments
 
 GIB = 2 ** 30
 CONTEXT_GIB = 1.0
@@ -125,7 +125,7 @@ def model_config(spec: str | None) -> dict:
             cfg = json.load(f)
         if not isinstance(cfg, dict):
             raise ValueError(f"{spec} must hold a JSON object of HunyuanVideo's arguments")
-        return {**HUNYUAN_VIDEO_13B, **cfg}
+        return model_arguments(cfg)
     if not spec.endswith(".safetensors"):
         raise ValueError(f"--model {spec}: give a .safetensors checkpoint or a .json config")
     import comfy.model_detection
@@ -138,7 +138,7 @@ def model_config(spec: str | None) -> dict:
     if not cfg or cfg.get("image_model") != "hunyuan_video":
         found = (cfg or {}).get("image_model", "an unknown model")
         raise ValueError(f"{os.path.basename(spec)} is {found}; the planner knows HunyuanVideo only so far")
-    return {**HUNYUAN_VIDEO_13B, **cfg}
+    return model_arguments(cfg)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,7 +257,9 @@ def measure(config: dict, shape: Shape, double_blocks: list[int] | None = None, 
     t_lat, h_lat, w_lat = shape.latent
     double = list(range(config["depth"])) if double_blocks is None else list(double_blocks)
     single = [] if single_blocks is None else list(single_blocks)
-    with FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext():
+    # (inside a ComfyUI node the caller runs under inference mode; a training step needs autograd)
+    with torch.inference_mode(False), torch.enable_grad(), \
+            FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext():
         model = HunyuanVideo(operations=comfy.ops.disable_weight_init, dtype=torch.bfloat16, device="cpu",
                              **config).eval().requires_grad_(False)
         weights = _weights(model)
@@ -389,6 +391,31 @@ def what_would_fit(m: Measurement, budget_gib: float) -> str:
             f"{best['train_peak_gib']:.1f} GiB to train at {m.shape['frames']} frames, {m.shape['width']}x"
             f"{m.shape['height']} (latent {t}x{h}x{w}); use fewer frames or a lower resolution (activations grow "
             f"with both), fp8 weights, or more swapped blocks")
+
+
+_CACHE: dict[str, Measurement] = {}
+
+
+def auto_setting(config: dict, shape: Shape, double: list[int], single: list[int], mid_dim: int, kernel_size: int,
+                 budget_gib: float, weights: str, eight_bit: bool, log=print) -> dict:
+    """What Train DeT Adapter's `memory=auto` uses: the fastest setting with the loaded weights' dtype whose
+    predicted training peak fits `budget_gib` with MARGIN_GIB to spare (measured once per model, shape and adapter,
+    then cached). ValueError, naming what would fit, when none does."""
+    key = json.dumps([config, asdict(shape), double, single, mid_dim, kernel_size], sort_keys=True, default=str)
+    if key not in _CACHE:
+        _CACHE[key] = measure(config, shape, double, single, mid_dim, kernel_size, log=log)
+    m = _CACHE[key]
+    fits = [predict(m, s) for s in sorted(settings(m), key=preference)
+            if s.weights == weights and (eight_bit or s.optimizer == "adamw")]
+    for p in fits:
+        if p["train_peak_gib"] + MARGIN_GIB <= budget_gib:
+            return p
+    smallest = min(fits, key=lambda p: p["train_peak_gib"])
+    hint = "" if weights != "bf16" else " Loading the model with weight_dtype fp8_e4m3fn halves its weights."
+    raise ValueError(f"memory=auto: nothing fits {budget_gib:.1f} GiB with {weights} weights: the smallest setting "
+                     f"({smallest['label']}) needs about {smallest['train_peak_gib']:.1f} GiB (+{MARGIN_GIB:g} GiB "
+                     f"margin) at {shape.frames} frames, {shape.width}x{shape.height}. Use fewer frames or a lower "
+                     f"resolution.{hint}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

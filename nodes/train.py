@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
@@ -119,6 +120,13 @@ class DeTTrainAdapter(io.ComfyNode):
                                        "this. 400 on HunyuanVideo's shift-7 grid fires on ~9% of steps; the public "
                                        "code's gate (DDPM t <= 400) fires on ~40%, up to sigma ~0.55. See the README's "
                                        "deviations table."),
+                io.Combo.Input("memory", options=["auto", "manual"], default="auto", optional=True,
+                               tooltip="auto: before the first step, predict the peak VRAM of each low-VRAM setting "
+                                       "(python -m det_core.vram) and use the fastest that fits the free VRAM with "
+                                       "1 GiB to spare (swap_blocks, offload_activations and optimizer are then "
+                                       "chosen here); on the CPU it keeps your settings. manual: your settings."),
+                io.Float.Input("vram_budget_gib", default=0.0, min=0.0, max=4096.0, step=0.5, optional=True,
+                               tooltip="For memory=auto: the GiB to plan for; 0 reads the free VRAM at run time."),
             ],
             outputs=[DetAdapterType.Output(display_name="adapter"), io.Image.Output(display_name="loss_curve"),
                      io.String.Output(display_name="info")],
@@ -127,16 +135,20 @@ class DeTTrainAdapter(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resume_from):
+    def validate_inputs(cls, resume_from, memory="auto", vram_budget_gib=0.0):
         if resume_from != "none" and folder_paths.get_full_path(ADAPTER_FOLDER, resume_from) is None:
             return f"adapter to resume not found: {resume_from}; put it in models/{ADAPTER_FOLDER}/ or choose none"
+        if memory not in ("auto", "manual"):
+            return f"memory={memory!r}: choose auto or manual"
+        if not isinstance(vram_budget_gib, (int, float)) or not math.isfinite(vram_budget_gib) or vram_budget_gib < 0:
+            return f"vram_budget_gib={vram_budget_gib!r} must be a number of GiB, 0 or more (0 reads the free VRAM)"
         return True
 
     @classmethod
     def execute(cls, model, latent, conditioning, steps, learning_rate, mid_dim, kernel_size, double_blocks,
                 single_blocks, tracking_weight, tracking_features, feature_block, guidance, warmup_steps, optimizer,
                 seed, output_name, checkpoint_every, overwrite, resume_from, swap_blocks=0, offload_activations=False,
-                tracks=None, caption="", tracking_max_timestep=400.0):
+                tracks=None, caption="", tracking_max_timestep=400.0, memory="auto", vram_budget_gib=0.0):
         # 1. check everything before any heavy work
         dm = hunyuan_transformer(model)
         samples = latent["samples"]
@@ -159,6 +171,10 @@ class DeTTrainAdapter(io.ComfyNode):
             adapter, opt_state, history = _resume(resume_path, steps, notes)
         else:
             adapter, opt_state, history = _new_adapter(dm, double_blocks, single_blocks, mid_dim, kernel_size, seed), None, []
+        if memory == "auto":
+            swap_blocks, offload_activations, config.optimizer = _auto_memory(
+                model, dm, adapter, samples, conditioning, vram_budget_gib, swap_blocks, offload_activations,
+                config.optimizer, notes)
         adapter.meta.prompt = caption or adapter.meta.prompt
         adapter.meta.tracking_weight = tracking_weight if tracks is not None else 0.0
         adapter.meta.extra.update({"seed": str(seed), "learning_rate": f"{learning_rate:g}",
@@ -174,6 +190,43 @@ class DeTTrainAdapter(io.ComfyNode):
         log.info("[DeT] %s", info)
         image = torch.from_numpy(curve).float().div(255.0)[None]
         return io.NodeOutput(adapter, image, info, ui=ui.PreviewImage(image, cls=cls))
+
+
+def _auto_memory(model, dm, adapter, samples, conditioning, budget_gib, swap_blocks, offload_activations, optimizer,
+                 notes: list[str]):
+    """memory=auto: (swap_blocks, offload_activations, optimizer) from the planner for this model, latent and
+    adapter, fitting the stated budget or the free VRAM; the user's settings on the CPU without a budget."""
+    from ..det_core.hunyuan import model_arguments
+    from ..det_core.vram import GIB, Shape, auto_setting
+
+    device = mm.get_torch_device()
+    if not budget_gib:
+        if device.type != "cuda":
+            notes.append("memory auto: training on the CPU, no VRAM to plan for; settings as given")
+            return swap_blocks, offload_activations, optimizer
+        budget_gib = mm.get_free_memory(device) / GIB
+    config = model_arguments(model.model.model_config.unet_config)
+    t, h, w = samples.shape[2:]
+    if h % 2 or w % 2:
+        raise ValueError(f"the reference latent is {w}x{h}: HunyuanVideo needs an even latent width and height "
+                         f"(video sizes in multiples of 16)")
+    shape = Shape((t - 1) * 4 + 1, h * 8, w * 8, text_tokens=int(conditioning[0][0].shape[1]))
+    fp8 = any(m.weight.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) for m in dm.modules()
+              if isinstance(m, torch.nn.Linear))
+    try:
+        import bitsandbytes  # noqa: F401
+        eight_bit = device.type == "cuda"
+    except ImportError:
+        eight_bit = False
+    pick = auto_setting(config, shape, adapter.indices("double"), adapter.indices("single"), adapter.meta.mid_dim,
+                        adapter.meta.kernel_size, budget_gib, "fp8_e4m3fn" if fp8 else "bf16", eight_bit,
+                        log=lambda msg: log.info("[DeT] %s", msg))
+    s = pick["setting"]
+    message = (f"memory auto ({budget_gib:.1f} GiB): {pick['label']}, predicted training peak "
+               f"{pick['train_peak_gib']:.1f} GiB")
+    log.info("[DeT] %s", message)
+    notes.append(message)
+    return s["swap_blocks"], s["offload_activations"], s["optimizer"]
 
 
 def _latent_tracks(tracks, samples, notes: list[str]):

@@ -201,3 +201,24 @@ def test_low_vram_options_train_the_same_adapter(comfy, adapters_dir):
     comfy.run(g)
     fp8 = DeTAdapter.load(os.path.join(adapters_dir, "fp8.safetensors"))
     assert fp8.meta.steps == 3 and all(torch.isfinite(v).all() for v in fp8.state_dict().values())
+
+
+def test_memory_auto_plans_before_training_and_trains_what_manual_trains(comfy, adapters_dir):
+    """memory=auto with a stated budget: the planner's choice is printed and returned in info, the adapter equals
+    the one trained with the same settings by hand, and a budget nothing fits stops before the first step."""
+    auto = comfy.run(train_graph(None, output_name="auto_mem", steps=3, overwrite=True, memory="auto",
+                                 vram_budget_gib=80.0, swap_blocks=2, offload_activations=True))
+    info = auto.outputs["info"]["text"][0]
+    assert "memory auto (80.0 GiB): bf16, predicted training peak" in info, info
+    assert "blocks streamed" not in info  # the user's swap_blocks=2 was replaced by the plan's 0
+    manual = comfy.run(train_graph(None, output_name="manual_mem", steps=3, overwrite=True, memory="manual",
+                                   swap_blocks=0, offload_activations=False, optimizer="adamw"))
+    assert "memory auto" not in manual.outputs["info"]["text"][0]
+    a = DeTAdapter.load(os.path.join(adapters_dir, "auto_mem.safetensors")).state_dict()
+    b = DeTAdapter.load(os.path.join(adapters_dir, "manual_mem.safetensors")).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    expect_error(comfy, train_graph(None, output_name="tight_mem", steps=3, overwrite=True, vram_budget_gib=0.5),
+                 r"memory=auto: nothing fits 0\.5 GiB with bf16 weights: the smallest setting .* Use fewer frames")
+    assert not os.path.exists(os.path.join(adapters_dir, "tight_mem.safetensors"))
+    expect_error(comfy, train_graph(None, output_name="nan_mem", steps=3, overwrite=True, vram_budget_gib=float("nan")),
+                 "vram_budget_gib=nan must be a number of GiB", PromptValidationError)
