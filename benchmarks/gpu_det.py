@@ -38,19 +38,10 @@ from det_core.patch import DeTRuntime, forward_patches, install  # noqa: E402
 from det_core.tracking import LatentTracks  # noqa: E402
 from det_core.train import TrainConfig, train_adapter  # noqa: E402
 from det_core.hunyuan import HUNYUAN_VIDEO_13B, flow_sampling, x0_predictor  # noqa: E402
+from det_core.vram import CONTEXT_GIB, Setting, Shape, forward_flops, measure, predict  # noqa: E402
 from devtools.tiny_models import TINY_HV  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12}
-
-
-def forward_flops(cfg: dict, img_tokens: int, txt_tokens: int) -> float:
-    """Matmul FLOPs of one transformer forward (linear layers + attention), the usual 2 x MACs count."""
-    d, mlp = cfg["hidden_size"], int(cfg["hidden_size"] * cfg["mlp_ratio"])
-    n = img_tokens + txt_tokens
-    double = 2 * (img_tokens + txt_tokens) * (3 * d * d + d * d + 2 * d * mlp)  # qkv, proj, mlp for both streams
-    single = 2 * n * (d * (3 * d + mlp) + (d + mlp) * d)  # linear1, linear2
-    attention = 4 * n * n * d  # QK^T and AV
-    return cfg["depth"] * (double + attention) + cfg["depth_single_blocks"] * (single + attention)
 
 
 def build(cfg: dict, device, dtype, fp8: bool = False):
@@ -168,6 +159,12 @@ def main(argv=None) -> int:
     fwd = forward_flops(cfg, img_tokens, shapes["text_tokens"])
     results = {"gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
                "shapes": dict(shapes, img_tokens=img_tokens), "forward_flops": fwd}
+    # the planner's predictions for the same settings (its allowance for the CUDA context left out: PyTorch's
+    # max_memory_allocated does not see the context)
+    plan = measure(cfg, Shape(shapes["frames"], *shapes["size"], text_tokens=shapes["text_tokens"]))
+    for key, setting in (("a", Setting()), ("c", Setting("fp8_e4m3fn", swap, True))):
+        results["predicted_gib_" + key] = predict(plan, setting)["train_peak_gib"] - CONTEXT_GIB
+    results["predicted_gib_b"] = results["predicted_gib_a"]
     # (a) and (b) share one bf16 model; (c) builds an fp8 one
     model = build(cfg, device, dtype)
     results["step_s_a"], results["peak_gib_a"] = time_training(model, cfg, shapes, device, dtype, steps)
@@ -193,11 +190,12 @@ def main(argv=None) -> int:
         settings={"steps": steps, "swap_blocks_c": swap, "compile_b": bool(ns.compile and device.type == "cuda")},
     )
     print(f"DeT benchmark on {name}, torch {torch.__version__}, latent {shapes['latent']} ({img_tokens} video tokens)")
-    print(f"{'mode':52s} {'s/step':>9s} {'peak GiB':>9s}")
+    print(f"{'mode':52s} {'s/step':>9s} {'peak GiB':>9s} {'predicted':>9s}")
     for key, label in (("a", "(a) public recipe: bf16, checkpoint every block"),
                        ("b", "(b) default" + (" + torch.compile" if results["settings"]["compile_b"] else "")),
                        ("c", f"(c) low VRAM: fp8 base, {swap} blocks streamed, offload")):
-        print(f"{label:52s} {results['step_s_' + key]:9.3f} {results['peak_gib_' + key]:9.2f}")
+        print(f"{label:52s} {results['step_s_' + key]:9.3f} {results['peak_gib_' + key]:9.2f} "
+              f"{results['predicted_gib_' + key]:9.2f}")
     print(f"speed-up b/a {results['speedup_b_over_a']:.2f}x; 500 steps of (b): {results['seconds_500_steps'] / 60:.1f} min;"
           f" MFU (b): {results['mfu_b'] if results['mfu_b'] is None else round(100 * results['mfu_b'], 1)}"
           f"{'' if results['mfu_b'] is None else ' %'}")

@@ -25,6 +25,9 @@ import torch.nn.functional as F
 
 FORMAT_VERSION = "1"
 BLOCK_KINDS = ("double", "single")
+MAX_CHANNELS = 65536
+MAX_KERNEL = 63
+MAX_BLOCKS = 1024
 
 
 class AdapterMismatch(ValueError):
@@ -103,6 +106,28 @@ class AdapterMeta:
         meta.extra = {k[4:]: v for k, v in md.items() if k.startswith("det.") and k not in known}
         return meta
 
+    def check_bounds(self, source: str = "adapter") -> None:
+        """Refuse sizes no real adapter has (they would make building it allocate without limit)."""
+        problems = []
+        for name, value, top in (("channels", self.channels, MAX_CHANNELS), ("mid_dim", self.mid_dim, MAX_CHANNELS),
+                                 ("kernel_size", self.kernel_size, MAX_KERNEL)):
+            if not 1 <= value <= top:
+                problems.append(f"{name}={value} (allowed 1 to {top})")
+        if self.kernel_size % 2 == 0:
+            problems.append(f"kernel_size={self.kernel_size} (must be odd)")
+        for kind in BLOCK_KINDS:
+            idx = self.blocks.get(kind, [])
+            if any(not 0 <= i < MAX_BLOCKS for i in idx) or len(set(idx)) != len(idx):
+                problems.append(f"{kind} blocks {idx[:8]} (indices 0 to {MAX_BLOCKS - 1}, each once)")
+        if problems:
+            raise AdapterMismatch(f"{source}: DeT metadata out of range: " + "; ".join(problems))
+
+    def tensor_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """The tensors an adapter with this metadata holds, and their shapes."""
+        c, m, k = self.channels, self.mid_dim, self.kernel_size
+        return {f"{kind}_blocks.{i}.{part}.weight": shape for kind in BLOCK_KINDS for i in self.blocks.get(kind, [])
+                for part, shape in (("down", (m, c, k)), ("up", (c, m, k)))}
+
 
 class DeTAdapter(nn.Module):
     """All adapters of one motion: `double_blocks.{i}` and `single_blocks.{i}` sub-modules plus metadata."""
@@ -170,16 +195,22 @@ class DeTAdapter(nn.Module):
         except Exception as e:  # safetensors raises its own error types for broken headers
             raise AdapterMismatch(f"{name} is not a readable safetensors file ({e})") from None
         meta = AdapterMeta.from_metadata(md, name)
-        adapter = cls(meta)
-        expected = adapter.state_dict()
+        meta.check_bounds(name)
+        # the tensors must be what the metadata describes before anything is built from it
+        expected = meta.tensor_shapes()
         missing = sorted(set(expected) - set(tensors))
         unexpected = sorted(set(tensors) - set(expected))
-        wrong = [f"{k} {tuple(tensors[k].shape)} (expected {tuple(v.shape)})"
-                 for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+        wrong = [f"{k} {tuple(tensors[k].shape)} (expected {v})"
+                 for k, v in expected.items() if k in tensors and tuple(tensors[k].shape) != v]
         if missing or unexpected or wrong:
             parts = [f"missing {missing[:6]}" if missing else "", f"unexpected {unexpected[:6]}" if unexpected else "",
                      f"wrong shapes {wrong[:6]}" if wrong else ""]
             raise AdapterMismatch(f"{name}: tensors do not match its metadata: " + "; ".join(p for p in parts if p))
+        bad = [k for k, v in tensors.items() if not v.is_floating_point() or not torch.isfinite(v).all()]
+        if bad:
+            raise AdapterMismatch(f"{name}: {bad[:3]} hold NaN, infinite or non-float values; the adapter is broken "
+                                  f"(retrain it, or resume from an earlier checkpoint)")
+        adapter = cls(meta)
         adapter.load_state_dict(tensors)
         return adapter
 

@@ -21,7 +21,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -172,6 +172,9 @@ def train_adapter(
 ) -> TrainResult:
     """Train `adapter` (in place) from `start_step` to `config.steps`; see the module doc for one step."""
     device = latents.device
+    if not torch.isfinite(latents).all():
+        raise ValueError("the reference latent holds NaN or infinite values: check what VAE Encode was given (the "
+                         "reference frames)")
     if start_step >= config.steps:
         raise ValueError(f"the adapter already has {start_step} steps; ask for more than {start_step} steps to continue")
     feature_block = config.feature_block()
@@ -189,6 +192,7 @@ def train_adapter(
     adapter.train()
     if offload_activations and runtime is not None:
         runtime.offload = torch.device("cpu")  # the checkpointed blocks' inputs wait in CPU RAM
+    diverged = False
     try:
         for step in range(start_step, config.steps):
             if should_stop is not None and should_stop():
@@ -211,7 +215,7 @@ def train_adapter(
                 loss, flow, track = step_losses(predict_x0, sampling, latents, sigma, noise, timestep, config,
                                                 runtime, tracks, autocast_dtype)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"DeT training: the loss became {float(loss)} at step {step + 1}; "
+                    raise FloatingPointError(f"DeT training: the loss became {float(loss.detach())} at step {step + 1}; "
                                              f"lower the learning rate")
             # 3. update
             loss.backward()
@@ -230,6 +234,10 @@ def train_adapter(
             if save_checkpoint and config.checkpoint_every and result.steps_done % config.checkpoint_every == 0:
                 save_checkpoint(result.steps_done, optimizer.state_dict(), result.log)
                 saved_at = result.steps_done
+    except FloatingPointError as e:
+        diverged = True  # a diverged run never writes over the last good checkpoint
+        kept = f"the adapter on disk keeps step {saved_at}" if saved_at else "no adapter was saved"
+        raise FloatingPointError(f"{e}; {kept}") from None
     finally:
         if runtime is not None:
             runtime.offload = None
@@ -237,6 +245,7 @@ def train_adapter(
             p.requires_grad_(False)
         adapter.eval()
         result.optimizer_state = optimizer.state_dict()
-        if save_checkpoint and result.steps_done > saved_at:
+        finite = all(bool(torch.isfinite(p).all()) for p in params)
+        if save_checkpoint and result.steps_done > saved_at and not diverged and finite:
             save_checkpoint(result.steps_done, result.optimizer_state, result.log)
     return result

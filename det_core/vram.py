@@ -438,17 +438,22 @@ def table(m: Measurement) -> str:
     return "\n".join(lines)
 
 
-def flops_per_step(config: dict, latent: list[int], text_tokens: int = TEXT_TOKENS) -> float:
-    """Matmul FLOPs of one training step (forward, recomputed forward, backward = 4 forwards' worth)."""
+def forward_flops(config: dict, img_tokens: int, txt_tokens: int) -> float:
+    """Matmul FLOPs of one transformer forward (linear layers and attention), the usual 2 x multiply-adds."""
     d, mlp = config["hidden_size"], int(config["hidden_size"] * config["mlp_ratio"])
+    n = img_tokens + txt_tokens
+    double = 2 * n * (4 * d * d + 2 * d * mlp)  # qkv, proj, mlp for both streams
+    single = 2 * n * (d * (3 * d + mlp) + (d + mlp) * d)  # linear1, linear2
+    attention = 4 * n * n * d  # QK^T and AV
+    return config["depth"] * (double + attention) + config["depth_single_blocks"] * (single + attention)
+
+
+def flops_per_step(config: dict, latent: list[int], text_tokens: int = TEXT_TOKENS) -> float:
+    """FLOPs of one training step as the pack runs it: forward, the checkpointed blocks' recompute and backward
+    (twice a forward) make four forwards."""
     t, h, w = latent
     img = t * (h // config["patch_size"][1]) * (w // config["patch_size"][2])
-    n = img + text_tokens
-    double = 2 * n * (4 * d * d + 2 * d * mlp)
-    single = 2 * n * (d * (3 * d + mlp) + (d + mlp) * d)
-    attention = 4 * n * n * d
-    forward = config["depth"] * (double + attention) + config["depth_single_blocks"] * (single + attention)
-    return 4.0 * forward
+    return 4.0 * forward_flops(config, img, text_tokens)
 
 
 GPUS = {"H100": 989e12, "A100": 312e12, "RTX 4090": 165e12, "RTX 3090": 71e12}

@@ -8,7 +8,8 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..det_core.adapter import DeTAdapter
-from .common import (ADAPTER_FOLDER, DetAdapterType, adapter_files, adapter_output_path, applied_blocks, attach)
+from .common import (ADAPTER_FOLDER, DetAdapterType, adapter_files, adapter_output_path, applied_blocks, attach,
+                     check_finite)
 
 
 def strength_inputs() -> list:
@@ -96,6 +97,7 @@ class DeTPatchModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, adapter, strength, double_blocks, single_blocks, keep_fraction):
+        check_finite(strength=strength, keep_fraction=keep_fraction)
         double, single = applied_blocks(adapter, double_blocks, single_blocks, keep_fraction)
         patched, _ = attach(model, adapter, double, single, strength)
         return io.NodeOutput(patched)

@@ -3,8 +3,11 @@ folder."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
+
+import torch
 
 import folder_paths
 from comfy_api.latest import io
@@ -111,11 +114,42 @@ def adapter_files() -> list[str]:
     return folder_paths.get_filename_list(ADAPTER_FOLDER)
 
 
+MAX_NAME = 120
+"""Longest adapter name (file systems allow 255 bytes; the optimizer state adds '.optim.pt.tmp')."""
+
+
+def check_finite(**values: float) -> None:
+    """ValueError naming the first input that is NaN or infinite (API calls reach nodes without the widgets'
+    limits, and NaN passes every min / max comparison)."""
+    for name, value in values.items():
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name}={value!r}: must be a finite number (NaN and infinity are refused)")
+
+
+def check_video_latent(dm, samples, what: str) -> None:
+    """The latent must be [B, C, T, H, W] with the model's channels and a size its 2x2 patches tile."""
+    if samples.ndim != 5:
+        raise ValueError(f"{what} must be a video latent [B, C, T, H, W], got {tuple(samples.shape)}")
+    channels = dm.img_in.proj.in_channels
+    if samples.shape[1] != channels:
+        raise ValueError(f"{what} has {samples.shape[1]} channels but this HunyuanVideo takes {channels}: encode "
+                         f"it with the HunyuanVideo VAE (or EmptyHunyuanLatentVideo)")
+    ph, pw = dm.patch_size[1:]
+    h, w = samples.shape[3:]
+    if h % ph or w % pw:
+        raise ValueError(f"{what} is {w}x{h} latent cells, which the model's {pw}x{ph} patches do not tile: use a "
+                         f"video size in multiples of {8 * max(ph, pw)} pixels")
+    if not torch.isfinite(samples).all():
+        raise ValueError(f"{what} holds NaN or infinite values: check what VAE Encode was given")
+
+
 def adapter_output_path(name: str) -> str:
     """Where an adapter called `name` is written: inside the first det_adapters folder, never outside it."""
     name = name.strip()
     if name.endswith(".safetensors"):
         name = name[: -len(".safetensors")]
+    if len(name) > MAX_NAME:
+        raise ValueError(f"adapter name of {len(name)} characters is too long: use at most {MAX_NAME}")
     if not _NAME_OK.match(name) or ".." in name:
         raise ValueError(f"adapter name {name!r} is not allowed: use letters, digits, '.', '_', '-' and spaces, "
                          f"without folders (it is saved in models/{ADAPTER_FOLDER}/)")

@@ -13,7 +13,7 @@ from ..det_core.cotracker import track_points
 from ..det_core.evaluate import PROTOCOLS, difficulty, report, score_video, score_video_det
 from ..det_core.metrics import GLOBAL_MODES, load_clip, load_dino
 from ..det_core.tracks import make_tracks, sample_queries
-from .common import CoTrackerType, TracksType, device_input, torch_device
+from .common import CoTrackerType, TracksType, check_finite, device_input, torch_device
 
 EVAL_FOLDER = "det_eval"
 EvalModelsType = io.Custom("DET_EVAL_MODELS")
@@ -111,6 +111,14 @@ class DeTMotionFidelity(io.ComfyNode):
                 source_mask=None, eval_models=None, protocol="pack", pairing_seed=0):
         if protocol not in (*PROTOCOLS, "both"):
             raise ValueError(f"protocol {protocol!r} is not one of pack, det, both")
+        check_finite(alpha=alpha)
+        if source_tracks is not None:
+            path = source_tracks["track_path"]
+            if path.ndim != 3 or path.shape[0] < 2 or path.shape[1] < 1:
+                raise ValueError(f"source_tracks hold {tuple(path.shape)[:2]} (frames, points): motion fidelity needs "
+                                 f"at least 2 frames and 1 point of the reference")
+            if not torch.isfinite(path).all():
+                raise ValueError("source_tracks hold NaN or infinite positions: re-track the reference video")
         models = eval_models or {}
         scores = []
         if protocol in ("pack", "both"):

@@ -9,7 +9,8 @@ from comfy_api.latest import io
 
 from ..det_core.hunyuan import flow_sampling
 from .adapter import strength_inputs
-from .common import DetAdapterType, applied_blocks, attach
+from .common import (DetAdapterType, applied_blocks, attach, check_finite, check_video_latent,
+                     hunyuan_transformer)
 
 
 def with_flow_shift(model, shift: float):
@@ -54,12 +55,14 @@ class DeTApplyMotion(io.ComfyNode):
     @classmethod
     def execute(cls, model, adapter, positive, latent, seed, steps, guidance, cfg, flow_shift, sampler_name,
                 scheduler, strength, double_blocks, single_blocks, keep_fraction, negative=None):
+        check_finite(guidance=guidance, cfg=cfg, flow_shift=flow_shift, strength=strength, keep_fraction=keep_fraction)
         if cfg > 1.0 and negative is None:
             raise ValueError(f"cfg={cfg} needs a negative prompt: connect one, or set cfg to 1")
         samples = latent["samples"]
         if samples.ndim != 5:
             raise ValueError(f"Apply DeT Motion needs a video latent [B, C, T, H, W], got {tuple(samples.shape)}; "
                              f"use EmptyHunyuanLatentVideo")
+        check_video_latent(hunyuan_transformer(model), samples, "the latent")
         double, single = applied_blocks(adapter, double_blocks, single_blocks, keep_fraction)
         patched, _ = attach(model, adapter, double, single, strength)
         with_flow_shift(patched, flow_shift)

@@ -22,7 +22,7 @@ from ..det_core.safe_load import load_weights_only
 from ..det_core.tracking import tracks_for_latent
 from ..det_core.train import OPTIMIZERS, StepLog, TrainConfig, train_adapter
 from .common import (ADAPTER_FOLDER, DetAdapterType, TracksType, adapter_files, adapter_output_path, attach,
-                     hunyuan_transformer, optimizer_state_path)
+                     check_finite, check_video_latent, hunyuan_transformer, optimizer_state_path)
 
 log = logging.getLogger("DeT")
 MESSAGE = "det.train"  # websocket event with the live loss, read by web/js/det.js
@@ -151,10 +151,13 @@ class DeTTrainAdapter(io.ComfyNode):
                 tracks=None, caption="", tracking_max_timestep=400.0, memory="auto", vram_budget_gib=0.0):
         # 1. check everything before any heavy work
         dm = hunyuan_transformer(model)
+        check_finite(learning_rate=learning_rate, tracking_weight=tracking_weight, guidance=guidance,
+                     tracking_max_timestep=tracking_max_timestep)
         samples = latent["samples"]
         if samples.ndim != 5 or samples.shape[0] != 1:
             raise ValueError(f"the reference latent must be one video [1, C, T, H, W], got {tuple(samples.shape)}; "
                              f"VAE-encode a single clip")
+        check_video_latent(dm, samples, "the reference latent")
         out_path = adapter_output_path(output_name)
         resume_path = None if resume_from == "none" else folder_paths.get_full_path_or_raise(ADAPTER_FOLDER, resume_from)
         if os.path.exists(out_path) and not overwrite and out_path != resume_path:

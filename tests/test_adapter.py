@@ -100,6 +100,34 @@ def test_loading_says_what_does_not_match(tmp_path):
         DeTAdapter.load(str(tmp_path / "missing.safetensors"))
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("det.mid_dim", "100000000", r"mid_dim=100000000 \(allowed 1 to 65536\)"),
+    ("det.channels", "-3", r"channels=-3 \(allowed 1 to 65536\)"),
+    ("det.kernel_size", "4", r"kernel_size=4 \(must be odd\)"),
+    ("det.blocks", '{"double": [0, 0, -1]}', r"double blocks \[0, 0, -1\]"),
+    ("det.mid_dim", "16", r"tensors do not match its metadata: wrong shapes"),
+])
+def test_metadata_is_checked_before_anything_is_built(tmp_path, field, value, message):
+    """A 2 KB file claiming mid_dim=1e8 must not make the loader allocate 150 GB: bounds and the tensors' own
+    shapes are checked first."""
+    a = make_adapter()
+    md = dict(a.meta.to_metadata(), **{field: value})
+    path = str(tmp_path / "claims.safetensors")
+    save_file({k: v.contiguous() for k, v in a.state_dict().items()}, path, metadata=md)
+    with pytest.raises(AdapterMismatch, match=message):
+        DeTAdapter.load(path)
+
+
+def test_an_adapter_with_nan_weights_is_refused(tmp_path):
+    a = make_adapter()
+    sd = {k: v.clone() for k, v in a.state_dict().items()}
+    sd["double_blocks.0.up.weight"][0, 0, 0] = float("nan")
+    path = str(tmp_path / "nan.safetensors")
+    save_file(sd, path, metadata=a.meta.to_metadata())
+    with pytest.raises(AdapterMismatch, match=r"nan.safetensors: \['double_blocks.0.up.weight'\] hold NaN"):
+        DeTAdapter.load(path)
+
+
 def test_block_lists():
     assert parse_blocks("all", 20) == list(range(20))
     assert parse_blocks("0-3, 7,9-10", 20) == [0, 1, 2, 3, 7, 9, 10]

@@ -182,6 +182,20 @@ def test_bad_input_gets_clear_errors(comfy, adapters_dir, input_dir, comfy_serve
     expect_error(comfy, train_graph(None, output_name="../escape", steps=2), "'../escape' is not allowed")
     expect_error(comfy, train_graph(None, output_name="ok", steps=2), r"ok\.safetensors exists; turn on overwrite")
     assert not os.path.exists(os.path.join(adapters_dir, "..", "escape.safetensors"))
+    # NaN in float inputs (API calls send what a widget would stop; NaN passes every min / max comparison)
+    expect_error(comfy, train_graph(None, output_name="nan_w", steps=2, tracking_weight=float("nan")),
+                 r"tracking_weight=nan: must be a finite number")
+    expect_error(comfy, dict(g, ad=load_adapter_node("ok.safetensors"), apply=apply_node(("ad", 0), strength=float("nan")),
+                             out=save_latent(("apply", 0), "nan")), r"strength=nan: must be a finite number")
+    # a latent of another model, one the 2x2 patches cannot tile, and a name too long for a file: before any step
+    ltx = train_graph(None, output_name="ltx", steps=2)
+    ltx["ref"] = {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": 64, "height": 64, "length": 9, "batch_size": 1}}
+    expect_error(comfy, ltx, "the reference latent has 128 channels but this HunyuanVideo takes 16")
+    odd = train_graph(None, output_name="odd", steps=2)
+    odd["ref"]["inputs"]["height"] = 5
+    expect_error(comfy, odd, r"the reference latent is 8x5 latent cells, which the model's 2x2 patches do not tile")
+    expect_error(comfy, train_graph(None, output_name="n" * 300, steps=2), "adapter name of 300 characters is too long")
+    assert not any(f.startswith(("nan_w", "ltx", "odd", "nnn")) for f in os.listdir(adapters_dir))
     assert comfy_server.alive()
 
 

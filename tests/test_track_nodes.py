@@ -103,3 +103,17 @@ def test_track_files_that_are_not_tensors_are_refused_by_name(comfy, tmp_path):
         assert f"{path.name} is not a valid tracks file" in message, message
         assert "weights_only=False" not in message and "Unpickling" not in message.split("(")[0], message
     assert comfy.get_json("/system_stats")  # the server still answers
+
+
+@pytest.mark.parametrize("name, arr, message", [
+    ("empty_tracks.npy", np.zeros((0, 8, 3), np.float32), "has 0 frames and 8 points; at least 2 frames"),
+    ("nan_tracks.npy", np.full((9, 8, 3), np.nan, np.float32), "holds NaN or infinite values"),
+    ("inf_tracks.npy", np.full((9, 8, 3), np.inf, np.float32), "holds NaN or infinite values"),
+    ("flat_tracks.npy", np.zeros((9, 8, 2), np.float32), r"shape \(9, 8, 2\); MTBench tracks are \[frames, points, 3\]"),
+])
+def test_load_tracks_refuses_arrays_no_metric_could_use(comfy, input_dir, name, arr, message):
+    np.save(os.path.join(input_dir, name), arr)
+    g = {"load": {"class_type": "DeTLoadTracks", "inputs": {"path": name, "width": 96, "height": 96}},
+         "show": {"class_type": "DeTTestInspect", "inputs": {"value": ["load", 1], "label": "info"}}}
+    with pytest.raises(PromptExecutionError, match=message):
+        comfy.run(g, timeout=120)

@@ -94,6 +94,27 @@ def test_checkpoints_every_n_steps_and_when_a_step_fails(tiny_transformer):
     assert saves == [2, 3]  # the periodic save, then the last completed step on the way out
 
 
+def test_a_diverging_run_keeps_the_last_good_checkpoint(tiny_transformer):
+    """A NaN loss at step 4 stops the run; the checkpoint of step 2 stays, nothing is written over it."""
+    adapter, runtime, remove, latents, sampling, predict = setup(tiny_transformer)
+    saves = []
+    cfg = TrainConfig(steps=6, learning_rate=1e-3, tracking_weight=0.0, optimizer="adamw", checkpoint_every=2)
+    calls = {"n": 0}
+
+    def diverging(x_t, sigma):
+        calls["n"] += 1
+        out = predict(x_t, sigma)
+        return out * float("nan") if calls["n"] == 4 else out
+
+    with pytest.raises(FloatingPointError, match="at step 4; lower the learning rate; the adapter on disk keeps step 2"):
+        train_adapter(adapter, diverging, sampling, latents, cfg, runtime=runtime,
+                      save_checkpoint=lambda step, opt, log: saves.append(step))
+    remove()
+    assert saves == [2]
+    with pytest.raises(ValueError, match="reference latent holds NaN"):
+        train_adapter(adapter, predict, sampling, latents * float("nan"), cfg, runtime=runtime)
+
+
 @pytest.mark.parametrize("gate", [400.0, 700.0])
 def test_tracking_loss_joins_only_below_the_noise_gate(tiny_transformer, gate):
     adapter, runtime, remove, latents, sampling, predict = setup(tiny_transformer)

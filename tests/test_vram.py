@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from det_core.hunyuan import HUNYUAN_VIDEO_13B
-from det_core.vram import GIB, Setting, Shape, choose, measure, predict, what_would_fit
+from det_core.vram import Setting, Shape, choose, measure, predict, what_would_fit
 
 GB13 = dict(HUNYUAN_VIDEO_13B)
 
