@@ -84,11 +84,20 @@ def input_dir(comfy_base) -> str:
     return os.path.join(comfy_base, "input")
 
 
+def need_shared(path: str) -> str:
+    """`path` in the shared real footage beside the clone: a test that needs it skips without it, naming it, except
+    under CI=true, where missing footage is a failure."""
+    if not os.path.exists(path):
+        message = f"{path} is missing (the shared MTBench footage beside the clone)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; CI must have it")
+        pytest.skip(message)
+    return path
+
+
 @pytest.fixture(scope="session")
 def mtbench_examples() -> str:
-    if not os.path.isdir(SHARED_EXAMPLES):
-        pytest.skip(f"the MTBench examples are not at {SHARED_EXAMPLES} (shared data beside the clone)")
-    return SHARED_EXAMPLES
+    return need_shared(SHARED_EXAMPLES)
 
 
 def inspect_report(result, node_id: str) -> dict:

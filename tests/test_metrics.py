@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
+from conftest import need_shared
 from det_core.metrics import (align_frames, clip_similarity_score, consistency_score, difficulty_level,
                               dino_features, edit_fidelity, frechet_distances, kmeans, load_clip, load_dino, motion_difficulty,
                               motion_fidelity, silhouette, temporal_consistency)
@@ -21,9 +22,7 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.
 
 def real_tracks(case: str) -> np.ndarray:
     """An MTBench tracks.npy [49, 100, 3] (x/W, y/H, visibility) as [100, 49, 2]."""
-    path = os.path.join(EXAMPLES, case, "tracks.npy")
-    if not os.path.isfile(path):
-        pytest.skip(f"{path} is not here")
+    path = need_shared(os.path.join(EXAMPLES, case, "tracks.npy"))
     return np.load(path)[..., :2].transpose(1, 0, 2).astype(np.float64)
 
 

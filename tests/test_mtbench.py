@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from scipy.spatial.distance import cdist
 
+from conftest import need_shared
 from det_core import public_eval
 from det_core.bench import main as bench_main
 from det_core.mtbench import read_case, scan
@@ -19,10 +20,7 @@ CASES = ("dance-twirl", "dog-agility")
 
 @pytest.fixture(scope="module")
 def published(mtbench_examples) -> str:
-    path = os.path.join(os.path.dirname(mtbench_examples), "mtbench_det_layout")
-    if not os.path.isdir(path):
-        pytest.skip(f"{path} is missing")
-    return path
+    return need_shared(os.path.join(os.path.dirname(mtbench_examples), "mtbench_det_layout"))
 
 
 def test_published_and_flat_layouts_read_the_same(published, mtbench_examples):
