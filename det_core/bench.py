@@ -217,7 +217,7 @@ def run_case(client: ComfyClient, workflow: dict, bindings, case: BenchCase, out
         tmp = folder + ".partial"
         files = client.download_outputs(result, tmp)
         record = record_of(case, k, text, scores, seconds=round(time.monotonic() - t0, 2), server=client.url,
-                           files=[os.path.basename(f) for f in files])
+                           files=[os.path.relpath(f, tmp) for f in files])
         with open(os.path.join(tmp, "result.json"), "w") as f:
             json.dump(record, f, indent=1)
         if os.path.isdir(folder):

@@ -252,11 +252,29 @@ class ComfyClient:
                 for item in items:
                     if isinstance(item, dict) and "filename" in item and item.get("type", "output") in kinds:
                         data = self.view(item["filename"], item.get("subfolder", ""), item.get("type", "output"))
-                        dest = os.path.join(folder, item["filename"])
-                        with open(dest, "wb") as f:
+                        dest = local_path(folder, str(item.get("subfolder", "")), str(item["filename"]))
+                        os.makedirs(os.path.dirname(dest), exist_ok=True)
+                        with open(dest, "xb") as f:  # never over another file
                             f.write(data)
                         saved.append(dest)
         return saved
+
+
+def local_path(folder: str, subfolder: str, filename: str) -> str:
+    """Where a file the server reported goes: under `folder`, in the server's subfolder (its parts without '..',
+    '.' or drive and root parts), under the file's base name; a name that is taken gets _1, _2, ... so one output
+    never replaces another."""
+    parts = [p for p in subfolder.replace("\\", "/").split("/") if p not in ("", ".", "..") and ":" not in p]
+    name = os.path.basename(filename.replace("\\", "/"))
+    if name in ("", ".", ".."):
+        raise ValueError(f"the server reported an output file without a usable name: {filename!r}")
+    base = os.path.join(os.path.abspath(folder), *parts)
+    stem, ext = os.path.splitext(name)
+    dest, n = os.path.join(base, name), 0
+    while os.path.exists(dest):
+        n += 1
+        dest = os.path.join(base, f"{stem}_{n}{ext}")
+    return dest
 
 
 # == workflow files: UI format -> API format ========================================================================

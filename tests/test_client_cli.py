@@ -418,3 +418,21 @@ def test_cli_interrupted_exits_5(comfy, comfy_server, tmp_path, capsys):
     finally:
         wait_until_idle(comfy)
         worker.join(10)
+
+
+def test_downloaded_files_stay_inside_out_and_never_replace_each_other(tmp_path):
+    from det_core.client import local_path
+
+    out = str(tmp_path / "out")
+    assert local_path(out, "bench/run1", "clip_00001_.mp4") == os.path.join(out, "bench", "run1", "clip_00001_.mp4")
+    # a hostile or odd report cannot leave the folder
+    for sub, name in (("../../etc", "passwd"), ("/abs/path", "x.png"), ("ok", "../../../x.png"), ("C:\\temp", "y.png")):
+        path = local_path(out, sub, name)
+        assert os.path.commonpath([out, path]) == out, (sub, name, path)
+    with pytest.raises(ValueError, match="without a usable name"):
+        local_path(out, "", "..")
+    # a name that is taken gets a number
+    first = local_path(out, "", "frame.png")
+    os.makedirs(out)
+    open(first, "wb").close()
+    assert local_path(out, "", "frame.png") == os.path.join(out, "frame_1.png")
