@@ -81,8 +81,11 @@ class ComfyServer:
     """A ComfyUI server process on 127.0.0.1; use as a context manager or call start() / stop()."""
 
     def __init__(self, host_dir: str, base_dir: str | None = None, port: int | None = None,
-                 extra_args: list[str] | None = None, log_path: str | None = None):
+                 extra_args: list[str] | None = None, log_path: str | None = None,
+                 env: dict[str, str | None] | None = None):
         self.host_dir = check_host_dir(host_dir)
+        self.env = dict(env or {})
+        """Environment changes for the server process (a None value removes the variable)."""
         self.base_dir = base_dir
         self.port = port or free_port()
         self.extra_args = list(extra_args or [])
@@ -98,6 +101,11 @@ class ComfyServer:
         cmd = server_command(self.host_dir, self.port, self.base_dir, self.extra_args)
         self._log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for key, value in self.env.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
         self.proc = subprocess.Popen(cmd, cwd=self.host_dir, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout

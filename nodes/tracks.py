@@ -130,7 +130,7 @@ class DeTLoadTracks(io.ComfyNode):
             description="Reads MTBench / DeT tracks ([frames, points, 3]: x/W, y/H, visibility) into TRACKS.",
             inputs=[
                 io.String.Input("path", default="tracks.npy",
-                                tooltip="A .npy / .pth file in ComfyUI's input folder, or an absolute path."),
+                                tooltip="A .npy / .pth file in ComfyUI's input folder (subfolders are fine)."),
                 io.Int.Input("width", default=720, min=1, max=16384, tooltip="Width of the tracked video in pixels."),
                 io.Int.Input("height", default=480, min=1, max=16384, tooltip="Height of the tracked video in pixels."),
             ],
@@ -139,15 +139,18 @@ class DeTLoadTracks(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, path, width, height):
-        full = resolve_input_path(path)
+        try:
+            full = resolve_input_path(path, "track file")
+        except ValueError:
+            return path
         return (full, os.path.getmtime(full) if os.path.isfile(full) else None, width, height)
 
     @classmethod
     def execute(cls, path, width, height):
-        full = resolve_input_path(path)
+        full = resolve_input_path(path, "track file")
         try:
             if not os.path.isfile(full):
-                raise ValueError(f"track file not found: {full}; put it in ComfyUI's input folder")
+                raise ValueError(f"track file not found: {path}; put it in ComfyUI's input folder")
             tracks = from_mtbench(read_tracks(full), width, height)
         except ValueError as e:
             raise ValueError(f"{full}: {e}" if full not in str(e) else str(e)) from None

@@ -21,11 +21,28 @@ def _input_videos() -> list[str]:
     return sorted(folder_paths.filter_files_content_types(files, ["video"]))
 
 
-def resolve_input_path(video: str) -> str:
-    """A file name from the input folder (annotated names such as `x.mp4 [output]` work) or an absolute path."""
-    if os.path.isabs(video):
-        return video
-    return folder_paths.get_annotated_filepath(video)
+ALLOW_ABSOLUTE = "DET_ALLOW_ABSOLUTE_PATHS"
+"""Set to 1 in the server's environment to let Load Video / Load Tracks read absolute paths (off by default: a
+server started with --listen would let anyone on the network read any file the server can)."""
+
+
+def resolve_input_path(name: str, what: str = "file") -> str:
+    """A file in ComfyUI's input folder, subfolders included (annotated names such as `x.mp4 [output]` read the
+    output or temp folder, as ComfyUI's own loaders do); an absolute path only with DET_ALLOW_ABSOLUTE_PATHS=1.
+    A name that resolves anywhere else is refused with the same message whether or not the file exists."""
+    refusal = (f"{what} {name!r} is not in ComfyUI's input folder: put the file there (subfolders are fine) and give "
+               f"its name; absolute paths are read only when the server runs with {ALLOW_ABSOLUTE}=1")
+    if os.path.isabs(name.strip()):
+        if os.environ.get(ALLOW_ABSOLUTE) == "1":
+            return name.strip()
+        raise ValueError(refusal)
+    path = folder_paths.get_annotated_filepath(name)
+    real = os.path.realpath(path)
+    roots = [os.path.realpath(r) for r in (folder_paths.get_input_directory(), folder_paths.get_output_directory(),
+                                           folder_paths.get_temp_directory())]
+    if not any(os.path.commonpath([r, real]) == r for r in roots):
+        raise ValueError(refusal)
+    return path
 
 
 class DeTLoadVideo(io.ComfyNode):
@@ -39,8 +56,8 @@ class DeTLoadVideo(io.ComfyNode):
                         "sized for HunyuanVideo (multiples of 16, 4k+1 frames).",
             inputs=[
                 io.Combo.Input("video", options=_input_videos(), upload=io.UploadType.video,
-                               tooltip="A video in ComfyUI's input folder (upload one with the button), "
-                                       "or, through the API, an absolute path to a video file."),
+                               tooltip="A video in ComfyUI's input folder (upload one with the button; "
+                                       "subfolders work through the API)."),
                 io.Int.Input("frame_load_cap", default=0, min=0, max=100000,
                              tooltip="Keep at most this many frames after the other selections (0 = all)."),
                 io.Int.Input("skip_first_frames", default=0, min=0, max=1000000,
@@ -73,14 +90,20 @@ class DeTLoadVideo(io.ComfyNode):
         # only `video` here: ComfyUI skips its own min/max checks for every input this method receives
         if not video:
             return "no video chosen: upload a video or put one in ComfyUI's input folder"
-        path = resolve_input_path(video)
+        try:
+            path = resolve_input_path(video, "video")
+        except ValueError as e:
+            return str(e)
         if not os.path.isfile(path):
-            return f"video file not found: {path}; put it in ComfyUI's input folder or give an absolute path"
+            return f"video file not found: {video}; put it in ComfyUI's input folder"
         return True
 
     @classmethod
     def fingerprint_inputs(cls, video: str, **kwargs):
-        path = resolve_input_path(video)
+        try:
+            path = resolve_input_path(video, "video")
+        except ValueError:
+            return video
         try:
             st = os.stat(path)
         except OSError:
@@ -91,7 +114,7 @@ class DeTLoadVideo(io.ComfyNode):
     def execute(cls, video: str, frame_load_cap: int, skip_first_frames: int, select_every_nth: int,
                 force_rate: float, width: int, height: int, snap_to_16: str, trim_to_4k_plus_1: bool
                 ) -> io.NodeOutput:
-        path = resolve_input_path(video)
+        path = resolve_input_path(video, "video")
         try:
             settings = LoadSettings(frame_load_cap=frame_load_cap, skip_first_frames=skip_first_frames,
                                     select_every_nth=select_every_nth, force_rate=force_rate, width=width,

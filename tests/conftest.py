@@ -14,6 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
 SHARED_EXAMPLES = os.path.join(os.path.dirname(ROOT), "shared", "mtbench_examples")
 ARTIFACTS = os.path.join(ROOT, "test_artifacts")
+# the session's server reads the shared footage by absolute path (an opt-in of the pack, off by default; a test
+# starts a server without it to check that nothing outside ComfyUI's folders can be read)
+os.environ["DET_ALLOW_ABSOLUTE_PATHS"] = "1"
 
 sys.path.insert(0, ROOT)
 sys.path.insert(0, TESTS)

@@ -121,3 +121,40 @@ def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(comfy, input_d
     assert comfy_server.alive()
     _, r = run_load(comfy, "short.mp4")
     assert r["frames"]["shape"] == [9, 64, 96, 3]
+
+
+def test_nothing_outside_comfyuis_folders_can_be_read_or_probed(comfy_host, comfy_base, input_dir, tmp_path):
+    """A server started without DET_ALLOW_ABSOLUTE_PATHS: Load Video and Load Tracks read the input folder (and its
+    subfolders) only; absolute paths and '../' are refused with one message whether or not the file exists."""
+    import numpy as np
+
+    from det_core.client import ComfyClient
+    from det_core.host import ComfyServer
+
+    os.makedirs(os.path.join(input_dir, "sub"), exist_ok=True)
+    indexed_clip(os.path.join(input_dir, "sub", "inside.mp4"), frames=9)
+    np.save(os.path.join(input_dir, "sub", "inside_tracks.npy"), np.random.default_rng(0).random((9, 4, 3)))
+    outside = tmp_path / "outside.mp4"
+    shutil.copy(os.path.join(input_dir, "sub", "inside.mp4"), outside)
+    np.save(tmp_path / "outside_tracks.npy", np.zeros((9, 4, 3)))
+
+    def tracks_prompt(path):
+        return {"1": {"class_type": "DeTLoadTracks", "inputs": {"path": path, "width": 64, "height": 48}},
+                "2": {"class_type": "DeTTestInspect", "inputs": {"value": ["1", 1], "label": "info"}}}
+
+    with ComfyServer(comfy_host, base_dir=comfy_base, log_path=str(tmp_path / "strict.log"),
+                     env={"DET_ALLOW_ABSOLUTE_PATHS": None}) as server:
+        client = ComfyClient(server.url)
+        assert inspect_report(client.run(load_prompt("sub/inside.mp4", trim_to_4k_plus_1=False)), "4")["value"] == 9
+        assert "4 points over 9 frames" in inspect_report(client.run(tracks_prompt("sub/inside_tracks.npy")), "2")["value"]
+        messages = []
+        for name in (str(outside), str(tmp_path / "missing.mp4"), "../../outside.mp4", "../nowhere.mp4"):
+            with pytest.raises(PromptValidationError) as err:
+                client.run(load_prompt(name))
+            messages.append(re.sub(re.escape(repr(name)), "NAME", str(err.value)))
+        assert all("is not in ComfyUI's input folder" in m for m in messages), messages
+        assert len(set(messages)) == 1, messages  # an existing file and a missing one look the same
+        for name in (str(tmp_path / "outside_tracks.npy"), str(tmp_path / "nope.npy"), "../x/../../etc/passwd"):
+            with pytest.raises(PromptExecutionError, match="is not in ComfyUI's input folder"):
+                client.run(tracks_prompt(name))
+        assert server.alive()
