@@ -84,7 +84,8 @@ class DeTCoTrackerTracks(io.ComfyNode):
                 io.Boolean.Input("backward_tracking", default=False,
                                  tooltip="Also track from the query frame towards the start (for query_frame > 0)."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the mask-weighted sampling."),
-                io.Mask.Input("mask", optional=True, tooltip="Subject mask [F, H, W] (GroundedSAM); its query_frame is used."),
+                io.Mask.Input("mask", optional=True, tooltip="Subject mask [F, H, W] (GroundedSAM; its query_frame is used) or a single "
+                                       "mask of the query frame."),
             ],
             outputs=[TracksType.Output(display_name="tracks"), io.Image.Output(display_name="preview"),
                      io.String.Output(display_name="info")],
@@ -102,7 +103,11 @@ class DeTCoTrackerTracks(io.ComfyNode):
             if tuple(mask.shape[-2:]) != (h, w):
                 raise ValueError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the video is {w}x{h}; make the "
                                  f"mask from the same frames")
-            first = (mask[query_frame] if mask.ndim == 3 else mask) > 0.5
+            if mask.ndim == 3 and mask.shape[0] not in (1, f):
+                raise ValueError(f"the mask has {mask.shape[0]} frames but the video has {f}: give one mask per frame "
+                                 f"or a single mask of the query frame")
+            # one mask per frame: the query frame's; a single mask stands for the query frame
+            first = (mask[query_frame if mask.shape[0] == f else 0] if mask.ndim == 3 else mask) > 0.5
             if not first.any():
                 raise ValueError(f"the mask is empty on frame {query_frame}: lower the detection threshold, change the "
                                  f"prompt, or use sampling 'grid'")

@@ -278,24 +278,22 @@ def test_consistency_score_by_hand():
         consistency_score(f[:1])
 
 
-@pytest.fixture(scope="module")
-def tiny_dino(tmp_path_factory):
+def tiny_dino_folder(folder: str, pooler: bool = False, seed: int = 0) -> str:
+    """A tiny random DINO (ViT) in Hugging Face format; without a pooler, like the released dino-vitb16."""
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
-    folder = str(tmp_path_factory.mktemp("dino"))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                     image_size=32, patch_size=16)
-    ViTModel(cfg, add_pooling_layer=False).save_pretrained(folder)
+    ViTModel(cfg, add_pooling_layer=pooler).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
+def tiny_clip_folder(folder: str) -> str:
+    """A tiny random CLIP in Hugging Face format, with a letters-only tokenizer."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    folder = str(tmp_path_factory.mktemp("clip"))
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for ch in "abcdefghijklmnopqrstuvwxyz":
         vocab[ch] = len(vocab)
@@ -310,6 +308,16 @@ def tiny_clip(tmp_path_factory):
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_dino(tmp_path_factory):
+    return tiny_dino_folder(str(tmp_path_factory.mktemp("dino")))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return tiny_clip_folder(str(tmp_path_factory.mktemp("clip")))
 
 
 def random_video(frames=4, seed=0):
@@ -358,19 +366,14 @@ def test_det_edit_fidelity_is_clips_logits_per_image(tiny_clip):
 
 
 def test_dino_pooler_is_used_only_when_the_checkpoint_has_it(tiny_dino, tmp_path):
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+    from transformers import ViTModel
 
     model, processor = load_dino(tiny_dino)  # saved without a pooler, like the released dino-vitb16 conversion
     assert model.has_trained_pooler is False
     with pytest.raises(ValueError, match="no trained pooler"):
         dino_features(random_video(2), model, processor, pooled=True)
-    folder = str(tmp_path / "pooled")
-    torch.manual_seed(1)
-    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                    image_size=32, patch_size=16)
-    reference = ViTModel(cfg, add_pooling_layer=True).eval()
-    reference.save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    folder = tiny_dino_folder(str(tmp_path / "pooled"), pooler=True, seed=1)
+    reference = ViTModel.from_pretrained(folder).eval()  # the pooler as saved (transformers' own loading)
     model, processor = load_dino(folder)
     assert model.has_trained_pooler is True
     video = random_video(3, seed=5)
