@@ -84,12 +84,28 @@ fi
 if [ ! -x /usr/bin/chromium ] && [ -z "${DET_CHROMIUM:-}" ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
     log "installing Debian's chromium for the browser tests"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    # another apt process (a second set-up, unattended upgrades) may hold apt's locks: wait, at most ~10 minutes
+    apt_retry() {
+      local i
+      for i in $(seq 1 60); do
+        if "$@"; then return 0; fi
+        log "apt is busy or failed (try $i of 60); waiting 10 s"
+        sleep 10
+      done
+      return 1
+    }
+    apt_retry apt-get -o DPkg::Lock::Timeout=10 update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt_retry apt-get -o DPkg::Lock::Timeout=10 install -y -qq chromium >/dev/null
   else
     echo "setup: /usr/bin/chromium is missing: install Debian's chromium package (or set DET_CHROMIUM to a" \
          "Chromium binary) for the browser tests" >&2
   fi
+fi
+
+# 6b. Meta's reference CoTracker3 code for the parity tests (CC-BY-NC: cached, never committed or shipped) ----
+if [ ! -f "$CACHE/napari-cotrack/unpacked/cotracker/models/core/cotracker/cotracker3_offline.py" ]; then
+  log "fetching the reference CoTracker3 code for the parity tests"
+  "$VENV/bin/python" -c "import sys; sys.path.insert(0, 'tests'); from reference_cotracker import reference_dir; reference_dir()"
 fi
 
 # 7. make the pack visible to the host ---------------------------------------------------------

@@ -1,6 +1,6 @@
-"""The reference CoTracker3 code, for parity tests only: fetched at test time from PyPI (the wheel
-napari-cotrack==0.1.7 carries Meta's `cotracker/` package) into the git-ignored .cache/. It is CC-BY-NC:
-never committed, never imported by the pack."""
+"""The reference CoTracker3 code, for parity tests only: fetched by `make setup` from PyPI (the wheel
+napari-cotrack==0.1.7 carries Meta's `cotracker/` package) into the git-ignored .cache/ (a test fetches it only
+when set-up did not). It is CC-BY-NC: never committed, never imported by the pack."""
 
 from __future__ import annotations
 
