@@ -25,7 +25,7 @@ from .common import (ADAPTER_FOLDER, DetAdapterType, TracksType, adapter_files, 
                      check_finite, check_video_latent, hunyuan_transformer, optimizer_state_path)
 
 log = logging.getLogger("DeT")
-MESSAGE = "det.train"  # websocket event with the live loss, read by web/js/det.js
+MESSAGE = "det.train"  # websocket event with the live loss, read by web/det.js
 
 
 def _send(payload: dict) -> None:
