@@ -311,8 +311,9 @@ def test_cli_runs_a_ui_workflow_and_uploads_the_video(comfy, comfy_server, tmp_p
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     saved = captured.out.split()
-    assert saved and all(os.path.isfile(p) and os.path.dirname(p) == str(out) for p in saved)
-    assert any(p.endswith(".latent") for p in saved)
+    assert saved and all(os.path.isfile(p) and os.path.commonpath([str(out), p]) == str(out) for p in saved)
+    # files keep the server's subfolder (the workflow saves under cli_test/); text outputs sit in --out itself
+    assert any(p.endswith(".latent") and os.path.dirname(p) == str(out / "cli_test") for p in saved)
     # the video went up into the server's input folder (identical content), and --set reached the nodes
     assert any(filecmp.cmp(video, p, shallow=False) for p in glob.glob(os.path.join(input_dir, "source*.mp4")))
     assert inspect_file(out)["shape"] == [1, 16, 3, 6, 8]  # length = frame_count = 9 -> 3 latent frames
