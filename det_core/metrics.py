@@ -57,6 +57,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .hf_folder import PREPROCESSOR, WEIGHTS, FolderSpec, check_folder
+from .video import to_uint8
+
 GLOBAL_MODES = ("frechet", "official")
 ZERO_NORM = 1e-12
 """A motion vector with an L2 norm at or below this is treated as zero length (no direction)."""
@@ -417,24 +420,9 @@ def motion_difficulty(tracks_px: Any, seed: int = 0, restarts: int = 10, still_t
 # edit fidelity (CLIP) and temporal consistency (DINO)
 # ----------------------------------------------------------------------------------------------------------------
 
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
-
-
-def _check_model_folder(folder: str, what: str, repo: str, extra: tuple[str, ...]) -> None:
-    expected = ("config.json", "model.safetensors", "preprocessor_config.json (or processor_config.json)") + extra
-    hint = f"it should hold the Hugging Face files of {repo}: {', '.join(expected)}"
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{what} folder {folder} does not exist; {hint}")
-    missing = [] if os.path.isfile(os.path.join(folder, "config.json")) else ["config.json"]
-    if not any(os.path.isfile(os.path.join(folder, f)) for f in _WEIGHT_FILES):
-        pickled = os.path.isfile(os.path.join(folder, "pytorch_model.bin"))
-        missing.append("model.safetensors" + (" (pytorch_model.bin is there, but pickled weights are never "
-                                              "loaded: download the repository's model.safetensors)" if pickled else ""))
-    if not any(os.path.isfile(os.path.join(folder, f)) for f in _PROCESSOR_FILES):
-        missing.append("preprocessor_config.json (or processor_config.json)")
-    if missing:
-        raise FileNotFoundError(f"{what} folder {folder} lacks {', '.join(missing)}; {hint}")
+CLIP_FOLDER = FolderSpec("CLIP model", (("config.json",), WEIGHTS, PREPROCESSOR, ("tokenizer.json", "vocab.json"),
+                                        ("tokenizer_config.json",)), ("openai/clip-vit-base-patch32",), "det_eval")
+DINO_FOLDER = FolderSpec("DINO model", (("config.json",), WEIGHTS, PREPROCESSOR), ("facebook/dino-vitb16",), "det_eval")
 
 
 def _weight_names(folder: str) -> set[str]:
@@ -456,8 +444,7 @@ def load_clip(folder: str, device: str | torch.device = "cpu") -> tuple[Any, Any
     safetensors weights only."""
     from transformers import CLIPModel, CLIPProcessor
 
-    _check_model_folder(folder, "CLIP model", "openai/clip-vit-base-patch32",
-                        ("tokenizer.json (or vocab.json + merges.txt)", "tokenizer_config.json"))
+    check_folder(folder, CLIP_FOLDER)
     model = CLIPModel.from_pretrained(folder, local_files_only=True, use_safetensors=True).to(device).eval()
     processor = CLIPProcessor.from_pretrained(folder, local_files_only=True)
     return model, processor
@@ -469,7 +456,7 @@ def load_dino(folder: str, device: str | torch.device = "cpu") -> tuple[Any, Any
     the released DINO conversion has none, and a randomly initialised pooler is never used."""
     from transformers import AutoImageProcessor, ViTModel
 
-    _check_model_folder(folder, "DINO model", "facebook/dino-vitb16", ())
+    check_folder(folder, DINO_FOLDER)
     pooler = any(n.endswith("pooler.dense.weight") for n in _weight_names(folder))
     model = ViTModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
                                      add_pooling_layer=pooler).to(device).eval()
@@ -487,8 +474,7 @@ def _frames_uint8(frames: torch.Tensor) -> list[np.ndarray]:
                          f"{tuple(frames.shape)}")
     if not torch.isfinite(frames).all():
         raise ValueError("frames contain NaN or infinite values")
-    u8 = (frames.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()  # F H W 3
-    return list(u8)
+    return list(to_uint8(frames))  # F x (H W 3)
 
 
 def _model_input(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:

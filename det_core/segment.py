@@ -28,6 +28,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .hf_folder import PREPROCESSOR, WEIGHTS, FolderSpec, check_folder
+from .video import to_uint8
+
 GROUNDING_DINO_REPOS = ("IDEA-Research/grounding-dino-tiny", "IDEA-Research/grounding-dino-base")
 SAM_REPOS = ("facebook/sam-vit-base", "facebook/sam-vit-large", "facebook/sam-vit-huge")
 SAM2_REPOS = ("facebook/sam2.1-hiera-tiny", "facebook/sam2.1-hiera-small", "facebook/sam2.1-hiera-base-plus",
@@ -46,48 +49,17 @@ Detector = Callable[..., "tuple[torch.Tensor, torch.Tensor, list[str]]"]
 # Loading
 # ----------------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _FolderSpec:
-    """What a model folder must hold, and where the user gets it."""
-
-    what: str
-    """Model name in messages."""
-    files: tuple[tuple[str, ...], ...]
-    """Required files; each entry lists names of which any one will do."""
-    repos: tuple[str, ...]
-    """Hugging Face repos that hold such a folder."""
-    models_dir: str
-    """ComfyUI models sub-folder the folder goes into."""
-
-    def hint(self) -> str:
-        files = ", ".join(" or ".join(alts) for alts in self.files)
-        return (f"a {self.what} folder in Hugging Face format holds {files}; download one of "
-                f"{', '.join(self.repos)} from Hugging Face yourself and put its folder under "
-                f"ComfyUI/models/{self.models_dir}/")
-
-
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
-_PREPROCESSOR = ("preprocessor_config.json", "processor_config.json")
-DINO_SPEC = _FolderSpec(
+DINO_SPEC = FolderSpec(
     "GroundingDINO",
-    (("config.json",), _WEIGHTS, _PREPROCESSOR, ("tokenizer.json", "vocab.txt"), ("tokenizer_config.json",)),
+    (("config.json",), WEIGHTS, PREPROCESSOR, ("tokenizer.json", "vocab.txt"), ("tokenizer_config.json",)),
     GROUNDING_DINO_REPOS, "grounding-dino")
-SAM_SPEC = _FolderSpec("SAM", (("config.json",), _WEIGHTS, _PREPROCESSOR), SAM_REPOS, "sams")
-SAM2_SPEC = _FolderSpec("SAM 2", (("config.json",), _WEIGHTS, _PREPROCESSOR), SAM2_REPOS, "sams")
+SAM_SPEC = FolderSpec("SAM", (("config.json",), WEIGHTS, PREPROCESSOR), SAM_REPOS, "sams")
+SAM2_SPEC = FolderSpec("SAM 2", (("config.json",), WEIGHTS, PREPROCESSOR), SAM2_REPOS, "sams")
 SAM2_MODEL_TYPES = ("sam2", "sam2_video")
 """config model_types of SAM 2 folders: 'sam2_video' (the facebook/sam2.1-* releases: image + memory weights) loads
 as the image model too; 'sam2' (image-only conversions) cannot propagate."""
 SAM2_VIDEO_PREFIXES = ("memory_attention.", "memory_encoder.")
 """Weights only a SAM 2 video checkpoint has (the memory that carries an object from frame to frame)."""
-
-
-def _check_folder(folder: str, spec: _FolderSpec) -> None:
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{spec.what} folder not found: {folder}; {spec.hint()}")
-    missing = [" or ".join(alts) for alts in spec.files
-               if not any(os.path.isfile(os.path.join(folder, name)) for name in alts)]
-    if missing:
-        raise FileNotFoundError(f"{spec.what} folder {folder} lacks {', '.join(missing)}; {spec.hint()}")
 
 
 def _model_type(folder: str) -> str:
@@ -104,7 +76,7 @@ def load_grounding_dino(folder: str, device="cpu", dtype: torch.dtype = torch.fl
     from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
     folder = os.fspath(folder)
-    _check_folder(folder, DINO_SPEC)
+    check_folder(folder, DINO_SPEC)
     model = GroundingDinoForObjectDetection.from_pretrained(folder, local_files_only=True, use_safetensors=True)
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     return _finish(model, device, dtype), processor
@@ -125,8 +97,8 @@ def _sam_classes(model_type: str):
     return getattr(transformers, model_name), getattr(transformers, proc_name)
 
 
-def _load_sam_folder(folder: str, spec: _FolderSpec, device, dtype):
-    _check_folder(folder, spec)
+def _load_sam_folder(folder: str, spec: FolderSpec, device, dtype):
+    check_folder(folder, spec)
     model_cls, proc_cls = _sam_classes(_model_type(folder))
     model = model_cls.from_pretrained(folder, local_files_only=True, use_safetensors=True)
     processor = proc_cls.from_pretrained(folder, local_files_only=True)
@@ -154,7 +126,7 @@ def load_sam2(folder: str, device="cpu", dtype: torch.dtype = torch.float32):
     Both SAM 2 folder kinds load: 'sam2' (image only) and 'sam2_video' (the facebook/sam2.1-* releases, whose
     memory weights the image model leaves unused)."""
     folder = os.fspath(folder)
-    _check_folder(folder, SAM2_SPEC)
+    check_folder(folder, SAM2_SPEC)
     if _model_type(folder) not in SAM2_MODEL_TYPES:
         raise ValueError(f"{folder} holds a {_model_type(folder)!r} model, not SAM 2; load it with load_sam")
     return _load_sam_folder(folder, SAM2_SPEC, device, dtype)
@@ -183,7 +155,7 @@ def load_sam2_video(folder: str, device="cpu", dtype: torch.dtype = torch.float3
     import transformers
 
     folder = os.fspath(folder)
-    _check_folder(folder, SAM2_SPEC)
+    check_folder(folder, SAM2_SPEC)
     model_type = _model_type(folder)
     if model_type not in SAM2_MODEL_TYPES:
         raise ValueError(f"{folder} holds a {model_type!r} model, not SAM 2: propagation needs a SAM 2 video folder "
@@ -398,9 +370,7 @@ def _uint8_image(image) -> np.ndarray:
     arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.ndim != 3 or arr.shape[-1] != 3:
         raise ValueError(f"image must be H x W x 3, got shape {tuple(arr.shape)}")
-    if arr.dtype == np.uint8:
-        return arr
-    return (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return to_uint8(arr)
 
 
 def _to_model(inputs, names: Sequence[str], model: torch.nn.Module) -> dict:

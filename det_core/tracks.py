@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .video import to_uint8
+
 SAMPLING = ("mask-weighted", "mask-grid", "grid")
 NEIGHBOUR_RADIUS = 5
 
@@ -153,7 +155,7 @@ def draw_tracks(frames: torch.Tensor, tracks: dict, trail: int = 8, radius: int 
     colours = [tuple(int(255 * c) for c in _hsv(h)) for h in hues]
     out = []
     for i in range(f):
-        img = Image.fromarray((frames[i, ..., :3].clamp(0, 1) * 255).byte().numpy())
+        img = Image.fromarray(to_uint8(frames[i, ..., :3]))
         d = ImageDraw.Draw(img)
         for j in range(n):
             pts = [tuple(path[k, j].tolist()) for k in range(max(0, i - trail), i + 1)]

@@ -225,6 +225,15 @@ def load_video(path: str, settings: LoadSettings = LoadSettings()) -> LoadedVide
     return LoadedVideo(frames=frames, fps=out_rate, source_fps=src_fps, source_size=(src_w, src_h), counts=counts)
 
 
+def to_uint8(frames) -> np.ndarray:
+    """Float pixels (0..1; numpy or torch) -> uint8 numpy, clipped and rounded half up; uint8 passes through.
+    The one conversion every writer and model input of the pack uses."""
+    arr = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if arr.dtype == np.uint8:
+        return arr
+    return (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def write_video(frames: torch.Tensor | np.ndarray, path: str, fps: float = 8.0, codec: str = "libx264",
                 crf: int = 18) -> str:
     """Write IMAGE frames [F, H, W, 3] (float 0..1 or uint8) to a video file; returns the path."""
@@ -233,8 +242,7 @@ def write_video(frames: torch.Tensor | np.ndarray, path: str, fps: float = 8.0, 
     arr = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if arr.ndim != 4 or arr.shape[-1] < 3:
         raise ValueError(f"expected frames [F, H, W, 3], got shape {tuple(arr.shape)}")
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr[..., :3], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    arr = to_uint8(arr[..., :3])
     f, h, w, _ = arr.shape
     if codec == "libx264" and (h % 2 or w % 2):
         raise ValueError(f"libx264 needs even sizes, got {w}x{h}")
