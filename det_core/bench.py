@@ -129,18 +129,21 @@ def parse_bindings(specs: list[str]) -> dict[str, list[str]]:
 
 
 def load_workflow(path: str, client: ComfyClient) -> dict:
-    with open(path) as f:
-        wf = json.load(f)
-    if isinstance(wf, dict) and "nodes" in wf and "links" in wf:  # UI format: convert with the server's node list
-        from . import client as client_module
+    """An API prompt from a workflow file in either format (a UI workflow is converted with the server's node list,
+    as the headless client does)."""
+    from .client import to_api_prompt
 
-        convert = getattr(client_module, "convert_ui_to_api", None)
-        if convert is None:
-            raise ValueError(f"{path} is a UI-format workflow and this client cannot convert it; export it in API format")
-        wf = convert(wf, client.object_info())
-    if not isinstance(wf, dict) or not all(isinstance(v, dict) and "class_type" in v for v in wf.values()):
-        raise ValueError(f"{path} is neither an API-format prompt nor a UI workflow")
-    return wf
+    try:
+        with open(path, encoding="utf-8") as f:
+            wf = json.load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read the workflow {path}: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not JSON: {e}") from None
+    try:
+        return to_api_prompt(wf, client.object_info())
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def bind(workflow: dict, bindings: dict[str, list[str]], values: dict[str, object],
