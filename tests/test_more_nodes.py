@@ -1,6 +1,6 @@
 """Nodes and options that had no test through the server: Save DeT Adapter, keep_fraction below 1, cfg above 1
 with a negative prompt, .pth track files, query_frame above 0 with mask-grid sampling, and Load Eval Models with
-Motion Fidelity's edit-fidelity and temporal-consistency outputs."""
+Motion Fidelity's edit-fidelity and temporal-consistency outputs, and a shipped workflow run end to end."""
 
 import glob
 import json
@@ -166,3 +166,34 @@ def test_eval_models_give_edit_fidelity_and_temporal_consistency(comfy, cotracke
     g["models"]["inputs"]["clip"] = "no_such_folder"
     with pytest.raises(Exception, match="no folder 'no_such_folder' in models/det_eval/"):
         comfy.run(g, timeout=120)
+
+
+def test_the_shipped_evaluate_workflow_runs_end_to_end(comfy_server, comfy_base, cotracker_file, input_dir,
+                                                      eval_models, tmp_path, capsys):
+    """workflows/det_evaluate.json as shipped (UI format, converted by the headless client), with tiny models under
+    the file names its Note asks for: the generated video is the reference itself, so motion fidelity is 100."""
+    import shutil
+
+    from det_core.client import main
+    from media import indexed_clip
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shutil.copy(os.path.join(comfy_base, "models", "cotracker", cotracker_file),
+                os.path.join(comfy_base, "models", "cotracker", "scaled_offline.pth"))
+    shutil.copytree(os.path.join(eval_models, "tiny_clip"), os.path.join(eval_models, "clip-vit-base-patch32"),
+                    dirs_exist_ok=True)
+    shutil.copytree(os.path.join(eval_models, "tiny_dino"), os.path.join(eval_models, "dino-vitb16"),
+                    dirs_exist_ok=True)
+    clip = indexed_clip(os.path.join(input_dir, "det_example.mp4"), frames=9, width=64, height=48)
+    shutil.copy(clip, os.path.join(input_dir, "det_generated.mp4"))
+    out = tmp_path / "out"
+    rc = main([os.path.join(root, "workflows", "det_evaluate.json"), "--server", comfy_server.url, "--out", str(out),
+               "--quiet", "--set", "DeTMotionFidelity.points=8"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    reports = [json.loads(open(p).read()) for p in glob.glob(str(out / "text_*.txt"))
+               if "motion_fidelity" in open(p).read()]  # the node's own text and the Scores preview
+    assert reports and all(r == reports[0] for r in reports)
+    scores = reports[0]
+    assert scores["motion_fidelity"] == pytest.approx(100.0) and scores["protocol"] == "pack"
+    assert -100.0 <= scores["edit_fidelity"] <= 100.0 and 0.0 < scores["temporal_consistency"] <= 100.0 + 1e-6
