@@ -15,7 +15,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..det_core.adapter import AdapterMeta, DeTAdapter, parse_blocks
-from ..det_core.lowvram import streamed_blocks
+from ..det_core.lowvram import hidden_parameters, keep_in_ram, last_blocks, streamed_blocks
 from ..det_core.patch import make_ordinary
 from ..det_core.plot import loss_curve_image
 from ..det_core.safe_load import load_weights_only
@@ -266,6 +266,25 @@ def _resume(path: str, steps: int, notes: list[str]):
     return adapter, state["optimizer"], [StepLog(**e) for e in state.get("log", [])]
 
 
+def _load(patched, swap_blocks: int, notes: list[str]) -> int:
+    """Load the patched model for training. The last `swap_blocks` blocks never reach the GPU: they are hidden
+    while ComfyUI loads the rest, then left in the state of ComfyUI's own partial loading (in CPU RAM, cast to the
+    GPU layer by layer). Blocks that carry weight patches (a LoRA) cannot be kept that way: those are loaded and then
+    streamed. Returns how many blocks to stream after loading."""
+    swapped = last_blocks(patched.model.diffusion_model, swap_blocks)
+    lora = sorted({name for name, _ in swapped for k in patched.patches if k.startswith(f"diffusion_model.{name}.")})
+    if not swapped or lora:
+        mm.load_models_gpu([patched], force_full_load=True)
+        if lora:
+            notes.append(f"blocks {', '.join(lora[:4])} carry weight patches: loaded whole, then streamed")
+        return swap_blocks
+    with hidden_parameters([block for _, block in swapped]):
+        mm.load_models_gpu([patched], force_full_load=True)
+    kept = keep_in_ram(patched, swapped)
+    notes.append(f"{len(swapped)} blocks ({kept / 2**20:.2f} MiB) kept in CPU RAM, never loaded onto the GPU")
+    return 0
+
+
 def _train_on_clone(model, adapter, config, samples, cond, latent_tracks, opt_state, history, swap_blocks,
                     offload_activations, out_path, node_id, notes) -> list[StepLog]:
     """Patch a clone of `model`, train `adapter` from its step count on, save checkpoints to `out_path`; returns
@@ -273,7 +292,7 @@ def _train_on_clone(model, adapter, config, samples, cond, latent_tracks, opt_st
     start, steps = adapter.meta.steps, config.steps
     patched, runtime = attach(model, adapter, adapter.indices("double"), adapter.indices("single"), 1.0,
                               mode="train", feature_block=config.feature_block())
-    mm.load_models_gpu([patched], force_full_load=True)
+    stream = _load(patched, swap_blocks, notes)
     device = patched.load_device
     logs: list[StepLog] = list(history)
     with torch.inference_mode(False), torch.enable_grad():
@@ -313,7 +332,7 @@ def _train_on_clone(model, adapter, config, samples, cond, latent_tracks, opt_st
             log.info("[DeT] saved %s at step %d", out_path, step)
 
         try:
-            with streamed_blocks(patched.model.diffusion_model, swap_blocks, patched.offload_device) as n:
+            with streamed_blocks(patched.model.diffusion_model, stream, patched.offload_device) as n:
                 if n:
                     notes.append(f"{n} blocks streamed from CPU RAM")
                 result = train_adapter(adapter, predict_x0, patched.model.model_sampling, x0, config,

@@ -205,9 +205,30 @@ def test_low_vram_options_train_the_same_adapter(comfy, adapters_dir):
     """Streaming the last blocks' weights from CPU RAM and keeping backward's tensors in CPU RAM change where
     tensors live, not the maths: the same seed gives the same adapter. fp8 base weights (UNETLoader weight_dtype
     fp8_e4m3fn) train too."""
+    sample = dict(base_nodes(), empty=empty_latent(), ks=ksampler(("model", 0)))
+    sample["out"] = save_latent(("ks", 0), "before_low_vram")
+    before = fetch_latent(comfy, comfy.run(sample), "out")
     plain = comfy.run(train_graph(None, output_name="plain", steps=4, overwrite=True))
-    low = comfy.run(train_graph(None, output_name="low", steps=4, overwrite=True, swap_blocks=3, offload_activations=True))
-    assert "3 blocks streamed from CPU RAM" in low.outputs["info"]["text"][0]
+    low = comfy.run(train_graph(None, output_name="low", steps=4, overwrite=True, swap_blocks=3, offload_activations=True,
+                                memory="manual"))
+    # the last 3 blocks (single 1, single 0, double 1) were hidden from ComfyUI's loader and kept in CPU RAM
+    from devtools.tiny_models import TINY_HV_FILE
+    with safe_open(os.path.join(os.path.dirname(adapters_dir), "diffusion_models", TINY_HV_FILE), "pt") as f:
+        kept = sum(f.get_slice(k).get_shape().numel() if hasattr(f.get_slice(k).get_shape(), "numel")
+                   else int(np.prod(f.get_slice(k).get_shape())) for k in f.keys()
+                   if k.startswith(("single_blocks.1.", "single_blocks.0.", "double_blocks.1.")))
+    info = low.outputs["info"]["text"][0]
+    assert f"3 blocks ({kept * 4 / 2**20:.2f} MiB) kept in CPU RAM, never loaded onto the GPU" in info, info
+    # ComfyUI goes on managing the model as partially loaded: sampling afterwards (a sampler node that is not
+    # cached, on the same loaded model) gives what it gave before
+    ks = sample["ks"]["inputs"]
+    sample["ks"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        "model": ks["model"], "add_noise": "enable", "noise_seed": ks["seed"], "steps": ks["steps"], "cfg": ks["cfg"],
+        "sampler_name": ks["sampler_name"], "scheduler": ks["scheduler"], "positive": ks["positive"],
+        "negative": ks["negative"], "latent_image": ks["latent_image"], "start_at_step": 0, "end_at_step": 10000,
+        "return_with_leftover_noise": "disable"}}
+    sample["out"] = save_latent(("ks", 0), "after_low_vram")
+    assert torch.equal(fetch_latent(comfy, comfy.run(sample), "out"), before)
     a = DeTAdapter.load(os.path.join(adapters_dir, "plain.safetensors")).state_dict()
     b = DeTAdapter.load(os.path.join(adapters_dir, "low.safetensors")).state_dict()
     for k in a:

@@ -182,3 +182,19 @@ def test_offloaded_activations_park_every_block_input_and_change_nothing(tiny_tr
     img, txt = t * h * w * 128 * 4, tiny_inputs(3, 6, 8)["context"].shape[1] * 128 * 4
     assert parked == [("double", 0, img + txt), ("double", 1, img + txt), ("single", 0, img + txt),
                       ("single", 1, img + txt)] * 3
+
+
+def test_hidden_blocks_are_left_alone_by_a_loader_that_moves_the_whole_model():
+    """What keeps swapped blocks off the GPU: while ComfyUI loads the model (state_dict, sizes, .to(device)), their
+    parameters are invisible, so a whole-model move cannot take them along (a dtype move stands in for the device)."""
+    from det_core.lowvram import hidden_parameters, parameter_bytes
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3)))
+    hidden = model[1]
+    with hidden_parameters([hidden]):
+        assert set(model.state_dict()) == {"0.weight", "0.bias"}
+        assert parameter_bytes([model]) == (16 + 4) * 4
+        model.to(torch.float64)
+    assert model[0].weight.dtype == torch.float64
+    assert all(p.dtype == torch.float32 for p in hidden.parameters())
+    assert len(model.state_dict()) == 6 and parameter_bytes([hidden]) == (12 + 3 + 3 + 3) * 4
