@@ -207,7 +207,9 @@ def _auto_memory(model, dm, adapter, samples, conditioning, budget_gib, swap_blo
         if device.type != "cuda":
             notes.append("memory auto: training on the CPU, no VRAM to plan for; settings as given")
             return swap_blocks, offload_activations, optimizer
-        budget_gib = mm.get_free_memory(device) / GIB
+        # free VRAM plus what loaded models hold (ComfyUI unloads them to make room before training)
+        held = sum(m.model_loaded_memory() for m in getattr(mm, "current_loaded_models", []) if m.device == device)
+        budget_gib = (mm.get_free_memory(device) + held) / GIB
     config = model_arguments(model.model.model_config.unet_config)
     t, h, w = samples.shape[2:]
     if h % 2 or w % 2:
