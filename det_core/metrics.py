@@ -207,26 +207,26 @@ def _frechet_from_distances(d: np.ndarray) -> np.ndarray:
     return c[t1, t2]
 
 
-def frechet_distances(generated: np.ndarray, source: np.ndarray) -> np.ndarray:
-    """Exact discrete Frechet distance of every (generated, source) pair of aligned tracks, [M, N]."""
+def _pair_distances(generated: np.ndarray, source: np.ndarray, reduce) -> np.ndarray:
+    """[M, N] of `reduce(D)` over each pair's T x T point-distance matrix, D laid out [T, T, pairs], computed for a
+    chunk of generated tracks at a time to bound memory."""
     m, n, t = generated.shape[0], source.shape[0], generated.shape[1]
     chunk = _row_chunk(m, n * t * t)
     out = np.empty((m, n))
     for start in range(0, m, chunk):
         g = generated[start:start + chunk]
-        out[start:start + len(g)] = _frechet_from_distances(_point_distances(g, source)).reshape(len(g), n)
+        out[start:start + len(g)] = reduce(_point_distances(g, source)).reshape(len(g), n)
     return out
+
+
+def frechet_distances(generated: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Exact discrete Frechet distance of every (generated, source) pair of aligned tracks, [M, N]."""
+    return _pair_distances(generated, source, _frechet_from_distances)
 
 
 def mean_point_distances(generated: np.ndarray, source: np.ndarray) -> np.ndarray:
     """The public MTBench code's "Frechet" distance: mean of all T x T point distances of each pair, [M, N]."""
-    m, n, t = generated.shape[0], source.shape[0], generated.shape[1]
-    chunk = _row_chunk(m, n * t * t)
-    out = np.empty((m, n))
-    for start in range(0, m, chunk):
-        g = generated[start:start + chunk]
-        out[start:start + len(g)] = _point_distances(g, source).mean(axis=(0, 1)).reshape(len(g), n)
-    return out
+    return _pair_distances(generated, source, lambda d: d.mean(axis=(0, 1)))
 
 
 GLOBAL_DISTANCES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
