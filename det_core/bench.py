@@ -202,6 +202,20 @@ def record_of(case: BenchCase, k: int, prompt: str, scores: dict, **extra) -> di
     return {**row, **extra}
 
 
+def finished(path: str, protocols: tuple[str, ...], pairing_seed: int) -> bool:
+    """A run counts as done when its result holds every asked protocol (the det one with the same pairing seed)."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if any(record.get(f"{p}_motion_fidelity") is None for p in protocols):
+        return False
+    return "det" not in protocols or record.get("det_seed") == pairing_seed
+
+
 def run_case(client: ComfyClient, workflow: dict, bindings, case: BenchCase, out: str, seed: int, timeout: float,
              done_cb, protocol: str = "pack", pairing_seed: int = 0) -> None:
     protocols = PROTOCOLS if protocol == "both" else (protocol,)
@@ -210,7 +224,7 @@ def run_case(client: ComfyClient, workflow: dict, bindings, case: BenchCase, out
                for role, path in (("video", case.video), ("tracks", case.tracks_file), ("mask", case.mask))}
     for k, text in enumerate(case.prompts):
         folder = os.path.join(out, case.name, str(k))
-        if os.path.isfile(os.path.join(folder, "result.json")):
+        if finished(os.path.join(folder, "result.json"), protocols, pairing_seed):
             continue
         t0 = time.monotonic()
         values = dict(uploads, caption=case.caption, prompt=text, seed=seed, protocol=protocol,
@@ -218,6 +232,9 @@ def run_case(client: ComfyClient, workflow: dict, bindings, case: BenchCase, out
         result = client.run(bind(workflow, bindings, values, required), timeout=timeout)
         scores = scores_from(result, protocols)
         tmp = folder + ".partial"
+        if os.path.isdir(tmp):  # left by a crash: start clean
+            import shutil
+            shutil.rmtree(tmp)
         files = client.download_outputs(result, tmp)
         record = record_of(case, k, text, scores, seconds=round(time.monotonic() - t0, 2), server=client.url,
                            files=[os.path.relpath(f, tmp) for f in files])

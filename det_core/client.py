@@ -265,7 +265,7 @@ def local_path(folder: str, subfolder: str, filename: str) -> str:
     '.' or drive and root parts), under the file's base name; a name that is taken gets _1, _2, ... so one output
     never replaces another."""
     parts = [p for p in subfolder.replace("\\", "/").split("/") if p not in ("", ".", "..") and ":" not in p]
-    name = os.path.basename(filename.replace("\\", "/"))
+    name = os.path.basename(filename.replace("\\", "/")).replace(":", "_")
     if name in ("", ".", ".."):
         raise ValueError(f"the server reported an output file without a usable name: {filename!r}")
     base = os.path.join(os.path.abspath(folder), *parts)

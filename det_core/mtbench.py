@@ -65,9 +65,12 @@ def layout_of(folder: str) -> str | None:
     return None
 
 
-def _lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip() for line in f.read().splitlines() if line.strip()]
+def _lines(path: str, case: str = "", rel: str = "") -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip() for line in f.read().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise CaseError(case, rel or os.path.basename(path), f"cannot be read as UTF-8 text ({type(e).__name__})") from None
 
 
 def _inside(case: str, folder: str, rel: str, index: str) -> str:
@@ -85,7 +88,7 @@ def _index_target(case: str, folder: str, index: str) -> str:
     path = os.path.join(folder, index)
     if not os.path.isfile(path):
         raise CaseError(case, index, "missing")
-    lines = _lines(path)
+    lines = _lines(path, case, index)
     if not lines:
         raise CaseError(case, index, "is empty; it should name one path relative to the case folder")
     return _inside(case, folder, lines[0].strip(), index)
@@ -113,7 +116,7 @@ def read_tracks(path: str) -> np.ndarray:
             obj = tensors[0]
         if not torch.is_tensor(obj):
             raise ValueError(f"{name} does not hold a tensor; expected one [frames, points, 3] tensor")
-        arr = obj.float().numpy()
+        arr = obj.detach().float().numpy()
     else:
         raise ValueError(f"{name}: track files are .npy, .pth or .pt")
     if arr.ndim != 3 or arr.shape[-1] != 3:
@@ -184,8 +187,8 @@ def read_case(folder: str) -> BenchCase:
     for text_file in (caption_file, "eval_prompts.txt"):
         if not os.path.isfile(os.path.join(folder, text_file)):
             raise CaseError(name, text_file, "missing")
-    caption = " ".join(_lines(os.path.join(folder, caption_file))).strip()
-    prompts = [p.strip() for p in _lines(os.path.join(folder, "eval_prompts.txt"))]
+    caption = " ".join(_lines(os.path.join(folder, caption_file), name, caption_file)).strip()
+    prompts = [p.strip() for p in _lines(os.path.join(folder, "eval_prompts.txt"), name, "eval_prompts.txt")]
     if not prompts:
         raise CaseError(name, "eval_prompts.txt", "holds no prompt")
     try:

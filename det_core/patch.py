@@ -51,7 +51,7 @@ class DeTRuntime:
     """Training: where checkpointed blocks keep their input activations between forward and backward (CPU RAM
     for low VRAM); None keeps them on the compute device."""
     parked: list[tuple[str, int, int]] = field(default_factory=list)
-    """(kind, index, bytes) of every block input moved to `offload` (cleared by whoever reads it)."""
+    """(kind, index, bytes) of every block input moved to `offload` in the current training step."""
 
     def need_grid(self) -> tuple[int, int, int]:
         if self.grid is None:

@@ -199,6 +199,8 @@ def train_adapter(
                 result.stopped_early = True
                 break
             t0 = time.perf_counter()
+            if runtime is not None:
+                runtime.parked.clear()  # what this step moves to CPU RAM (kept for inspection until the next step)
             # 1. this step's noise level and noise, seeded by (seed, step)
             index, noise = step_randomness(config, step, len(sigmas), latents.shape)
             sigma = sigmas[index].reshape(1)

@@ -344,8 +344,9 @@ def predict(m: Measurement, s: Setting) -> dict:
     weights = (m.weight_bytes_fp8 if fp8 else m.weight_bytes_bf16) - sum(blocks[:swap]) + in_flight
     moments = 2 if s.optimizer == "adamw8bit" else 8
     adapter = m.adapter_parameters * (4 + 4 + moments)
-    # the measured peak holds the adapter's float32 weights, gradients and 32-bit moments: count them once, above
-    activations = max(0, m.train_activation_bytes - m.adapter_parameters * (4 + 4 + 8))
+    # the measured peak (in backward, before the first optimizer step made any moments; the adapter's weights are
+    # filed as parameters) holds the adapter's gradients: count them once, above
+    activations = max(0, m.train_activation_bytes - m.adapter_parameters * 4)
     if s.offload_activations:
         activations = max(0, activations - m.parked_bytes) + 2 * m.parked_max_bytes
     allowance = CONTEXT_GIB * GIB + FRAGMENTATION * activations
@@ -355,6 +356,7 @@ def predict(m: Measurement, s: Setting) -> dict:
     sample = sample_weights + m.adapter_parameters * 4 + m.sample_activation_bytes + sample_allowance
     g = lambda b: round(b / GIB, 2)  # noqa: E731
     return {"setting": asdict(s), "label": s.label(), "train_peak_gib": g(train), "sample_peak_gib": g(sample),
+            "train_beside_weights_gib": g(train - weights),
             "train": {"weights_gib": g(weights), "adapter_and_optimizer_gib": g(adapter),
                       "activations_gib": g(activations), "allowance_gib": g(allowance)},
             "sample": {"weights_gib": g(sample_weights + m.adapter_parameters * 4),
@@ -397,16 +399,16 @@ _CACHE: dict[str, Measurement] = {}
 
 
 def auto_setting(config: dict, shape: Shape, double: list[int], single: list[int], mid_dim: int, kernel_size: int,
-                 budget_gib: float, weights: str, eight_bit: bool, log=print) -> dict:
+                 budget_gib: float, weights: str, optimizers: tuple[str, ...] = ("adamw",), log=print) -> dict:
     """What Train DeT Adapter's `memory=auto` uses: the fastest setting with the loaded weights' dtype whose
     predicted training peak fits `budget_gib` with MARGIN_GIB to spare (measured once per model, shape and adapter,
-    then cached). ValueError, naming what would fit, when none does."""
+    then cached), using one of `optimizers`. ValueError, naming what would fit, when none does."""
     key = json.dumps([config, asdict(shape), double, single, mid_dim, kernel_size], sort_keys=True, default=str)
     if key not in _CACHE:
         _CACHE[key] = measure(config, shape, double, single, mid_dim, kernel_size, log=log)
     m = _CACHE[key]
     fits = [predict(m, s) for s in sorted(settings(m), key=preference)
-            if s.weights == weights and (eight_bit or s.optimizer == "adamw")]
+            if s.weights == weights and s.optimizer in optimizers]
     for p in fits:
         if p["train_peak_gib"] + MARGIN_GIB <= budget_gib:
             return p

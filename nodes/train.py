@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -174,10 +175,11 @@ class DeTTrainAdapter(io.ComfyNode):
             adapter, opt_state, history = _resume(resume_path, steps, notes)
         else:
             adapter, opt_state, history = _new_adapter(dm, double_blocks, single_blocks, mid_dim, kernel_size, seed), None, []
+        reserve = 0
         if memory == "auto":
-            swap_blocks, offload_activations, config.optimizer = _auto_memory(
+            swap_blocks, offload_activations, config.optimizer, reserve = _auto_memory(
                 model, dm, adapter, samples, conditioning, vram_budget_gib, swap_blocks, offload_activations,
-                config.optimizer, notes)
+                config.optimizer, saved_optimizer_kind(opt_state), notes)
         adapter.meta.prompt = caption or adapter.meta.prompt
         adapter.meta.tracking_weight = tracking_weight if tracks is not None else 0.0
         adapter.meta.extra.update({"seed": str(seed), "learning_rate": f"{learning_rate:g}",
@@ -185,7 +187,7 @@ class DeTTrainAdapter(io.ComfyNode):
         # 3. train on a patched clone of the model
         logs = _train_on_clone(model, adapter, config, samples, _conditioning(conditioning, guidance), latent_tracks,
                                opt_state, history, swap_blocks, offload_activations, out_path,
-                               str(cls.hidden.unique_id), notes)
+                               str(cls.hidden.unique_id), notes, reserve)
         # 4. outputs
         curve = loss_curve_image([e.loss for e in logs], [e.track for e in logs])
         info = (f"{os.path.basename(out_path)}: {adapter.describe()}; "
@@ -196,7 +198,7 @@ class DeTTrainAdapter(io.ComfyNode):
 
 
 def _auto_memory(model, dm, adapter, samples, conditioning, budget_gib, swap_blocks, offload_activations, optimizer,
-                 notes: list[str]):
+                 saved_optimizer, notes: list[str]):
     """memory=auto: (swap_blocks, offload_activations, optimizer) from the planner for this model, latent and
     adapter, fitting the stated budget or the free VRAM; the user's settings on the CPU without a budget."""
     from ..det_core.hunyuan import model_arguments
@@ -206,9 +208,11 @@ def _auto_memory(model, dm, adapter, samples, conditioning, budget_gib, swap_blo
     if not budget_gib:
         if device.type != "cuda":
             notes.append("memory auto: training on the CPU, no VRAM to plan for; settings as given")
-            return swap_blocks, offload_activations, optimizer
-        # free VRAM plus what loaded models hold (ComfyUI unloads them to make room before training)
-        held = sum(m.model_loaded_memory() for m in getattr(mm, "current_loaded_models", []) if m.device == device)
+            return swap_blocks, offload_activations, optimizer, 0
+        # free VRAM plus what loaded models hold: the load asks ComfyUI for the training's room beside the weights
+        # (memory_required), and ComfyUI unloads models until it has it
+        held = sum(m.model_loaded_memory() for m in getattr(mm, "current_loaded_models", [])
+                   if getattr(m, "model", None) is not None and m.device == device)
         budget_gib = (mm.get_free_memory(device) + held) / GIB
     config = model_arguments(model.model.model_config.unet_config)
     t, h, w = samples.shape[2:]
@@ -220,18 +224,28 @@ def _auto_memory(model, dm, adapter, samples, conditioning, budget_gib, swap_blo
               if isinstance(m, torch.nn.Linear))
     try:
         import bitsandbytes  # noqa: F401
-        eight_bit = device.type == "cuda"
+        optimizers = ("adamw", "adamw8bit") if device.type == "cuda" else ("adamw",)
     except ImportError:
-        eight_bit = False
+        optimizers = ("adamw",)
+    if saved_optimizer is not None:  # a resumed run keeps the optimizer its saved state belongs to
+        optimizers = (saved_optimizer,)
     pick = auto_setting(config, shape, adapter.indices("double"), adapter.indices("single"), adapter.meta.mid_dim,
-                        adapter.meta.kernel_size, budget_gib, "fp8_e4m3fn" if fp8 else "bf16", eight_bit,
+                        adapter.meta.kernel_size, budget_gib, "fp8_e4m3fn" if fp8 else "bf16", optimizers,
                         log=lambda msg: log.info("[DeT] %s", msg))
     s = pick["setting"]
     message = (f"memory auto ({budget_gib:.1f} GiB): {pick['label']}, predicted training peak "
                f"{pick['train_peak_gib']:.1f} GiB")
     log.info("[DeT] %s", message)
     notes.append(message)
-    return s["swap_blocks"], s["offload_activations"], s["optimizer"]
+    return s["swap_blocks"], s["offload_activations"], s["optimizer"], int(pick["train_beside_weights_gib"] * GIB)
+
+
+def saved_optimizer_kind(state: dict | None) -> str | None:
+    """'adamw8bit' or 'adamw' for a saved optimizer state (by its per-parameter keys), None without one."""
+    per_param = list((state or {}).get("state", {}).values())
+    if not per_param:
+        return None
+    return "adamw8bit" if any("state1" in p for p in per_param) else "adamw"
 
 
 def _latent_tracks(tracks, samples, notes: list[str]):
@@ -268,33 +282,51 @@ def _resume(path: str, steps: int, notes: list[str]):
     return adapter, state["optimizer"], [StepLog(**e) for e in state.get("log", [])]
 
 
-def _load(patched, swap_blocks: int, notes: list[str]) -> int:
+@contextlib.contextmanager
+def synchronous_offload():
+    """While training, ComfyUI's weight casts run on the compute stream: with its async offload streams a cast
+    weight that autograd keeps for backward could be overwritten by the next cast on another stream."""
+    old = getattr(mm, "NUM_STREAMS", 0)
+    mm.NUM_STREAMS = 0
+    try:
+        yield
+    finally:
+        mm.NUM_STREAMS = old
+
+
+def _load(patched, swap_blocks: int, notes: list[str], reserve: int = 0) -> int:
     """Load the patched model for training. The last `swap_blocks` blocks never reach the GPU: they are hidden
     while ComfyUI loads the rest, then left in the state of ComfyUI's own partial loading (in CPU RAM, cast to the
     GPU layer by layer). Blocks that carry weight patches (a LoRA) cannot be kept that way: those are loaded and then
-    streamed. Returns how many blocks to stream after loading."""
+    streamed. `reserve` bytes (what training needs beside the weights) are made free by ComfyUI, which unloads
+    other models for it. Returns how many blocks to stream after loading."""
     swapped = last_blocks(patched.model.diffusion_model, swap_blocks)
     lora = sorted({name for name, _ in swapped for k in patched.patches if k.startswith(f"diffusion_model.{name}.")})
     if not swapped or lora:
-        mm.load_models_gpu([patched], force_full_load=True)
+        mm.load_models_gpu([patched], memory_required=reserve, force_full_load=True)
         if lora:
             notes.append(f"blocks {', '.join(lora[:4])} carry weight patches: loaded whole, then streamed")
         return swap_blocks
+    current = getattr(patched.model, "current_weight_patches_uuid", None)
+    if current is not None and current != patched.patches_uuid:
+        # the shared model still holds another patcher's weight patches (a LoRA sampled before): ComfyUI would
+        # undo them on load, reading the hidden weights; undo them first, with everything visible
+        patched.unpatch_model(patched.offload_device, unpatch_weights=True)
     with hidden_parameters([block for _, block in swapped]):
-        mm.load_models_gpu([patched], force_full_load=True)
+        mm.load_models_gpu([patched], memory_required=reserve, force_full_load=True)
     kept = keep_in_ram(patched, swapped)
     notes.append(f"{len(swapped)} blocks ({kept / 2**20:.2f} MiB) kept in CPU RAM, never loaded onto the GPU")
     return 0
 
 
 def _train_on_clone(model, adapter, config, samples, cond, latent_tracks, opt_state, history, swap_blocks,
-                    offload_activations, out_path, node_id, notes) -> list[StepLog]:
+                    offload_activations, out_path, node_id, notes, reserve=0) -> list[StepLog]:
     """Patch a clone of `model`, train `adapter` from its step count on, save checkpoints to `out_path`; returns
     the whole loss log (history included). Re-raises an interrupt after saving."""
     start, steps = adapter.meta.steps, config.steps
     patched, runtime = attach(model, adapter, adapter.indices("double"), adapter.indices("single"), 1.0,
                               mode="train", feature_block=config.feature_block())
-    stream = _load(patched, swap_blocks, notes)
+    stream = _load(patched, swap_blocks, notes, reserve)
     device = patched.load_device
     logs: list[StepLog] = list(history)
     with torch.inference_mode(False), torch.enable_grad():
@@ -334,7 +366,8 @@ def _train_on_clone(model, adapter, config, samples, cond, latent_tracks, opt_st
             log.info("[DeT] saved %s at step %d", out_path, step)
 
         try:
-            with streamed_blocks(patched.model.diffusion_model, stream, patched.offload_device) as n:
+            with streamed_blocks(patched.model.diffusion_model, stream, patched.offload_device) as n, \
+                    synchronous_offload():
                 if n:
                     notes.append(f"{n} blocks streamed from CPU RAM")
                 result = train_adapter(adapter, predict_x0, patched.model.model_sampling, x0, config,
