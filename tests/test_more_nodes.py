@@ -178,17 +178,24 @@ def test_the_shipped_evaluate_workflow_runs_end_to_end(comfy_server, comfy_base,
     from media import indexed_clip
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    shutil.copy(os.path.join(comfy_base, "models", "cotracker", cotracker_file),
-                os.path.join(comfy_base, "models", "cotracker", "scaled_offline.pth"))
-    shutil.copytree(os.path.join(eval_models, "tiny_clip"), os.path.join(eval_models, "clip-vit-base-patch32"),
-                    dirs_exist_ok=True)
-    shutil.copytree(os.path.join(eval_models, "tiny_dino"), os.path.join(eval_models, "dino-vitb16"),
-                    dirs_exist_ok=True)
+    # the file names the workflow asks for; removed afterwards (other tests check what is missing without them)
+    placed = [os.path.join(comfy_base, "models", "cotracker", "scaled_offline.pth"),
+              os.path.join(eval_models, "clip-vit-base-patch32"), os.path.join(eval_models, "dino-vitb16")]
+    shutil.copy(os.path.join(comfy_base, "models", "cotracker", cotracker_file), placed[0])
+    shutil.copytree(os.path.join(eval_models, "tiny_clip"), placed[1], dirs_exist_ok=True)
+    shutil.copytree(os.path.join(eval_models, "tiny_dino"), placed[2], dirs_exist_ok=True)
     clip = indexed_clip(os.path.join(input_dir, "det_example.mp4"), frames=9, width=64, height=48)
     shutil.copy(clip, os.path.join(input_dir, "det_generated.mp4"))
     out = tmp_path / "out"
-    rc = main([os.path.join(root, "workflows", "det_evaluate.json"), "--server", comfy_server.url, "--out", str(out),
-               "--quiet", "--set", "DeTMotionFidelity.points=8"])
+    try:
+        rc = main([os.path.join(root, "workflows", "det_evaluate.json"), "--server", comfy_server.url, "--out",
+                   str(out), "--quiet", "--set", "DeTMotionFidelity.points=8"])
+    finally:
+        os.remove(placed[0])
+        shutil.rmtree(placed[1])
+        shutil.rmtree(placed[2])
+        for name in ("det_example.mp4", "det_generated.mp4"):
+            os.remove(os.path.join(input_dir, name))
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     reports = [json.loads(open(p).read()) for p in glob.glob(str(out / "text_*.txt"))
