@@ -22,9 +22,9 @@ What the public evaluation does, and what this module reproduces:
    over all frames; the prompt is the eval prompt without trailing spaces, ending in exactly one full stop.
 4. Temporal consistency: DINO's `pooler_output`, L2-normalised, and
    `(mean_t cos(f_t, f_0) + mean_t cos(f_t, f_prev(t))) / 2` over all frames t = 0 .. F-1, with prev(0) = 0 (so
-   frame 0 adds two ones). The released `facebook/dino-vitb16` conversion has no pooler weights, so the public
-   code's pooler is randomly initialised at load: its number is not reproducible. Where the checkpoint has no
-   pooler this module uses the CLS token with the public frame formula and says so.
+   frame 0 adds two ones). The released `facebook/dino-vitb16` conversion probably has no pooler weights; then
+   the public code's pooler is randomly initialised at load and its number is not reproducible. Where the
+   checkpoint has no pooler this module uses the CLS token with the public frame formula and says so.
 """
 
 from __future__ import annotations
