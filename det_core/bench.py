@@ -81,14 +81,6 @@ PROTOCOL_LABELS = {
 }
 
 
-def video_size(path: str) -> tuple[int, int]:
-    import av
-
-    with av.open(path) as c:
-        s = c.streams.video[0].codec_context
-        return s.width, s.height
-
-
 def scan(bench_dir: str, prompts_per_case: int, log=print) -> list[BenchCase]:
     """The runnable cases of a benchmark folder, with their motion difficulty; problems are reported, those cases
     skipped."""
@@ -100,8 +92,7 @@ def scan(bench_dir: str, prompts_per_case: int, log=print) -> list[BenchCase]:
     runnable = []
     for case in cases:
         try:
-            w, h = video_size(case.video)
-            d = motion_difficulty(case.tracks[..., :2].transpose(1, 0, 2) * np.array([w, h]))
+            d = motion_difficulty(case.tracks[..., :2].transpose(1, 0, 2) * np.array(case.size))
         except ValueError as e:
             log(f"[bench] skipping case {case.name}: {os.path.relpath(case.tracks_file, case.folder)}: {e}")
             continue

@@ -15,6 +15,19 @@ HUNYUAN_VIDEO_13B = dict(
 width 4096, 2 x 2 patches on a 16-channel latent)."""
 
 
+def use_comfy(host_dir: str) -> None:
+    """Make a ComfyUI folder's `comfy` package importable in this process, on the CPU when there is no CUDA (set
+    before comfy.model_management is imported: it picks the device at import)."""
+    import sys
+
+    if host_dir not in sys.path:
+        sys.path.insert(0, host_dir)
+    from comfy.cli_args import args  # parsed from an empty list: this process's argv is not ComfyUI's
+
+    if not torch.cuda.is_available():
+        args.cpu = True
+
+
 def model_arguments(detected: dict) -> dict:
     """HunyuanVideo's constructor arguments from a detected config (ComfyUI's unet_config, or its detection of a
     checkpoint), the 13B values where it says nothing; other keys (dtype, operations...) are dropped."""

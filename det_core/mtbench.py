@@ -51,6 +51,8 @@ class BenchCase:
     """[frames, points, 3] float32: x / W, y / H, visibility."""
     caption: str
     prompts: list[str]
+    size: tuple[int, int] = (0, 0)
+    """(width, height) of the reference video."""
     level: str = ""
     clusters: int = 0
     silhouette: float = 0.0
@@ -139,13 +141,16 @@ def _first_mask(case: str, path: str) -> str:
     return os.path.join(path, pngs[0])
 
 
-def _check_video(case: str, path: str, rel: str) -> None:
+def _video_size(case: str, path: str, rel: str) -> tuple[int, int]:
+    """(width, height) of a readable video; CaseError otherwise."""
     import av
 
     try:
         with av.open(path) as c:
             if not c.streams.video:
                 raise CaseError(case, rel, "has no video stream")
+            ctx = c.streams.video[0].codec_context
+            return ctx.width, ctx.height
     except CaseError:
         raise
     except Exception as e:  # noqa: BLE001 (av raises its own error types for broken files)
@@ -195,9 +200,9 @@ def read_case(folder: str) -> BenchCase:
         tracks = read_tracks(tracks_file)
     except ValueError as e:
         raise CaseError(name, rel(tracks_file), str(e)) from None
-    _check_video(name, video, rel(video))
+    size = _video_size(name, video, rel(video))
     _check_mask(name, mask, rel(mask))
-    return BenchCase(name, folder, layout, video, mask, tracks_file, tracks, caption, prompts)
+    return BenchCase(name, folder, layout, video, mask, tracks_file, tracks, caption, prompts, size)
 
 
 def scan(bench_dir: str) -> tuple[list[BenchCase], list[CaseError]]:

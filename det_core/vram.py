@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .hunyuan import HUNYUAN_VIDEO_13B, model_arguments
+from .hunyuan import HUNYUAN_VIDEO_13B, model_arguments, use_comfy
 
 GIB = 2 ** 30
 CONTEXT_GIB = 1.0
@@ -106,11 +106,7 @@ def import_comfy(path: str | None = None) -> None:
         return
     except ImportError:
         pass
-    sys.path.insert(0, find_comfyui(path))
-    from comfy.cli_args import args
-
-    if not torch.cuda.is_available():
-        args.cpu = True
+    use_comfy(find_comfyui(path))
 
 
 def model_config(spec: str | None) -> dict:

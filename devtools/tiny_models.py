@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 
 import torch
 
@@ -55,12 +54,9 @@ def write_tiny_hunyuan_video(path: str, seed: int = 0) -> str:
 
 def import_comfy(host_dir: str) -> None:
     """Make the host's `comfy` package importable in this process (the tests build models with it)."""
-    if host_dir not in sys.path:
-        sys.path.insert(0, host_dir)
-    from comfy.cli_args import args  # parsed from an empty list: the test runner's argv is not ComfyUI's
+    from det_core.hunyuan import use_comfy
 
-    if not torch.cuda.is_available():
-        args.cpu = True  # before comfy.model_management is imported: it picks the device at import
+    use_comfy(host_dir)
 
 
 def tiny_transformer(seed: int = 0):

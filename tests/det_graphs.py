@@ -53,3 +53,16 @@ def fetch_latent(comfy, result, node_id):
 
     (item,) = result.outputs[node_id]["latents"]
     return load(comfy.view(item["filename"], item["subfolder"], item["type"]))["latent_tensor"]
+
+
+def load_video_node(video: str, **settings) -> dict:
+    """Load Video (DeT) of `video` with every frame at its own size unless `settings` say otherwise."""
+    inputs = {"video": video, "frame_load_cap": 0, "skip_first_frames": 0, "select_every_nth": 1, "force_rate": 0.0,
+              "width": 0, "height": 0, "snap_to_16": "off", "trim_to_4k_plus_1": False}
+    inputs.update(settings)
+    return {"class_type": "DeTLoadVideo", "inputs": inputs}
+
+
+def cotracker_node(checkpoint: str) -> dict:
+    return {"class_type": "DeTCoTrackerLoader", "inputs": {"checkpoint": checkpoint, "mode": "auto", "device": "cpu",
+                                                           "dtype": "fp32"}}

@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from det_core.adapter import AdapterMeta, DeTAdapter
 from det_core.client import PromptExecutionError
-from det_graphs import apply_node, base_nodes, empty_latent, save_latent, train_node
+from det_graphs import (apply_node, base_nodes, cotracker_node, empty_latent, load_video_node, save_latent,
+                        train_node)
 from test_det_nodes import adapters_dir, load_adapter_node, write_adapter  # noqa: F401 (fixture)
 
 
@@ -82,12 +83,7 @@ def test_motion_fidelity_alpha_nan_blames_alpha(comfy, comfy_server, cotracker_f
     from media import indexed_clip
 
     indexed_clip(os.path.join(input_dir, "alpha.mp4"), frames=5, width=64, height=48)
-    load = {"class_type": "DeTLoadVideo", "inputs": {
-        "video": "alpha.mp4", "frame_load_cap": 0, "skip_first_frames": 0, "select_every_nth": 1, "force_rate": 0.0,
-        "width": 0, "height": 0, "snap_to_16": "off", "trim_to_4k_plus_1": False}}
-    g = {"video": load,
-         "tracker": {"class_type": "DeTCoTrackerLoader", "inputs": {"checkpoint": cotracker_file, "mode": "auto",
-                                                                    "device": "cpu", "dtype": "fp32"}},
+    g = {"video": load_video_node("alpha.mp4"), "tracker": cotracker_node(cotracker_file),
          "score": {"class_type": "DeTMotionFidelity", "inputs": {
              "generated": ["video", 0], "cotracker": ["tracker", 0], "mode": "frechet", "alpha": float("nan"),
              "points": 4, "prompt": "", "source": ["video", 0]}}}

@@ -10,6 +10,7 @@ import pytest
 
 from det_core.client import PromptExecutionError
 from det_core.metrics import motion_difficulty
+from det_graphs import cotracker_node, load_video_node
 
 
 def test_motion_difficulty_node_on_real_tracks(comfy, mtbench_examples):
@@ -27,14 +28,10 @@ def test_motion_difficulty_node_on_real_tracks(comfy, mtbench_examples):
 
 def fidelity_graph(source, generated, cotracker_file):
     def load(path):
-        return {"class_type": "DeTLoadVideo", "inputs": {
-            "video": path, "frame_load_cap": 6, "skip_first_frames": 0, "select_every_nth": 1, "force_rate": 0.0,
-            "width": 192, "height": 128, "snap_to_16": "off", "trim_to_4k_plus_1": False}}
+        return load_video_node(path, frame_load_cap=6, width=192, height=128)
 
     return {
-        "src": load(source), "gen": load(generated),
-        "tracker": {"class_type": "DeTCoTrackerLoader", "inputs": {"checkpoint": cotracker_file, "mode": "auto",
-                                                                   "device": "cpu", "dtype": "fp32"}},
+        "src": load(source), "gen": load(generated), "tracker": cotracker_node(cotracker_file),
         "score": {"class_type": "DeTMotionFidelity", "inputs": {
             "generated": ["gen", 0], "cotracker": ["tracker", 0], "mode": "frechet", "alpha": 0.5, "points": 12,
             "prompt": "", "source": ["src", 0]}},

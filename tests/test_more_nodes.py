@@ -15,7 +15,8 @@ from conftest import need_shared
 from det_core.adapter import DeTAdapter
 from det_core.client import PromptExecutionError
 from det_core.metrics import edit_fidelity, load_clip, load_dino, temporal_consistency
-from det_graphs import apply_node, base_nodes, empty_latent, fetch_latent, save_latent, train_node
+from det_graphs import (apply_node, base_nodes, cotracker_node, empty_latent, fetch_latent, load_video_node,
+                        save_latent, train_node)
 from test_det_nodes import adapters_dir, load_adapter_node, write_adapter  # noqa: F401 (fixture)
 from test_metrics import tiny_clip_folder, tiny_dino_folder
 
@@ -108,13 +109,10 @@ def test_query_frame_and_mask_grid_sampling(comfy, cotracker_file, input_dir):
     mask = np.zeros((64, 96), np.uint8)
     mask[16:48, 24:72] = 255
     Image.fromarray(mask).save(os.path.join(input_dir, "qf_mask.png"))
-    g = {"video": {"class_type": "DeTLoadVideo", "inputs": {
-            "video": "qf.mp4", "frame_load_cap": 0, "skip_first_frames": 0, "select_every_nth": 1, "force_rate": 0.0,
-            "width": 0, "height": 0, "snap_to_16": "off", "trim_to_4k_plus_1": False}},
+    g = {"video": load_video_node("qf.mp4"),
          "mask_image": {"class_type": "LoadImage", "inputs": {"image": "qf_mask.png"}},
          "mask": {"class_type": "ImageToMask", "inputs": {"image": ["mask_image", 0], "channel": "red"}},
-         "tracker": {"class_type": "DeTCoTrackerLoader", "inputs": {"checkpoint": cotracker_file, "mode": "auto",
-                                                                    "device": "cpu", "dtype": "fp32"}},
+         "tracker": cotracker_node(cotracker_file),
          "tracks": {"class_type": "DeTCoTrackerTracks", "inputs": {
              "images": ["video", 0], "cotracker": ["tracker", 0], "points": 16, "sampling": "mask-grid",
              "query_frame": 3, "backward_tracking": True, "seed": 0, "mask": ["mask", 0]}},
@@ -143,14 +141,10 @@ def test_eval_models_give_edit_fidelity_and_temporal_consistency(comfy, cotracke
     from media import indexed_clip
 
     indexed_clip(os.path.join(input_dir, "ef.mp4"), frames=5, width=64, height=48)
-    load = {"class_type": "DeTLoadVideo", "inputs": {
-        "video": "ef.mp4", "frame_load_cap": 0, "skip_first_frames": 0, "select_every_nth": 1, "force_rate": 0.0,
-        "width": 0, "height": 0, "snap_to_16": "off", "trim_to_4k_plus_1": False}}
-    g = {"video": load,
+    g = {"video": load_video_node("ef.mp4"),
          "models": {"class_type": "DeTLoadEvalModels", "inputs": {"clip": "tiny_clip", "dino": "tiny_dino",
                                                                   "device": "cpu"}},
-         "tracker": {"class_type": "DeTCoTrackerLoader", "inputs": {"checkpoint": cotracker_file, "mode": "auto",
-                                                                    "device": "cpu", "dtype": "fp32"}},
+         "tracker": cotracker_node(cotracker_file),
          "score": {"class_type": "DeTMotionFidelity", "inputs": {
              "generated": ["video", 0], "cotracker": ["tracker", 0], "mode": "frechet", "alpha": 0.5, "points": 4,
              "prompt": "a grey card", "source": ["video", 0], "eval_models": ["models", 0]}}}

@@ -75,44 +75,44 @@ def test_resume_continues_exactly(tiny_transformer):
         torch.testing.assert_close(adapter.state_dict()[k], v, rtol=1e-6, atol=1e-7)
 
 
-def test_checkpoints_every_n_steps_and_when_a_step_fails(tiny_transformer):
-    adapter, runtime, remove, latents, sampling, predict = setup(tiny_transformer)
+def saves_of_a_run_that_breaks(model, fault, steps, error, match):
+    """Train with checkpoints every 2 steps while the 4th prediction goes wrong (`fault(prediction)`); the steps at
+    which checkpoints were saved."""
+    adapter, runtime, remove, latents, sampling, predict = setup(model)
     saves = []
-    cfg = TrainConfig(steps=5, learning_rate=1e-3, tracking_weight=0.0, optimizer="adamw", checkpoint_every=2)
+    cfg = TrainConfig(steps=steps, learning_rate=1e-3, tracking_weight=0.0, optimizer="adamw", checkpoint_every=2)
     calls = {"n": 0}
 
-    def failing(x_t, sigma):
+    def breaking(x_t, sigma):
         calls["n"] += 1
-        if calls["n"] == 4:
-            raise RuntimeError("out of memory (simulated)")
-        return predict(x_t, sigma)
+        out = predict(x_t, sigma)
+        return fault(out) if calls["n"] == 4 else out
 
-    with pytest.raises(RuntimeError, match="simulated"):
-        train_adapter(adapter, failing, sampling, latents, cfg, runtime=runtime,
+    with pytest.raises(error, match=match):
+        train_adapter(adapter, breaking, sampling, latents, cfg, runtime=runtime,
                       save_checkpoint=lambda step, opt, log: saves.append(step))
     remove()
+    return saves
+
+
+def test_checkpoints_every_n_steps_and_when_a_step_fails(tiny_transformer):
+    def out_of_memory(_):
+        raise RuntimeError("out of memory (simulated)")
+
+    saves = saves_of_a_run_that_breaks(tiny_transformer, out_of_memory, 5, RuntimeError, "simulated")
     assert saves == [2, 3]  # the periodic save, then the last completed step on the way out
 
 
 def test_a_diverging_run_keeps_the_last_good_checkpoint(tiny_transformer):
     """A NaN loss at step 4 stops the run; the checkpoint of step 2 stays, nothing is written over it."""
-    adapter, runtime, remove, latents, sampling, predict = setup(tiny_transformer)
-    saves = []
-    cfg = TrainConfig(steps=6, learning_rate=1e-3, tracking_weight=0.0, optimizer="adamw", checkpoint_every=2)
-    calls = {"n": 0}
-
-    def diverging(x_t, sigma):
-        calls["n"] += 1
-        out = predict(x_t, sigma)
-        return out * float("nan") if calls["n"] == 4 else out
-
-    with pytest.raises(FloatingPointError, match="at step 4; lower the learning rate; the adapter on disk keeps step 2"):
-        train_adapter(adapter, diverging, sampling, latents, cfg, runtime=runtime,
-                      save_checkpoint=lambda step, opt, log: saves.append(step))
-    remove()
+    saves = saves_of_a_run_that_breaks(tiny_transformer, lambda out: out * float("nan"), 6, FloatingPointError,
+                                       "at step 4; lower the learning rate; the adapter on disk keeps step 2")
     assert saves == [2]
+    adapter, runtime, remove, latents, sampling, predict = setup(tiny_transformer)
+    cfg = TrainConfig(steps=6, learning_rate=1e-3, tracking_weight=0.0, optimizer="adamw")
     with pytest.raises(ValueError, match="reference latent holds NaN"):
         train_adapter(adapter, predict, sampling, latents * float("nan"), cfg, runtime=runtime)
+    remove()
 
 
 @pytest.mark.parametrize("gate", [400.0, 700.0])
