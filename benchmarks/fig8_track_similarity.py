@@ -29,7 +29,7 @@ from det_core.tracking import mean_track_cosine, tokens_to_features, tracks_for_
 from det_core.tracks import from_mtbench  # noqa: E402
 from det_core.train import TrainConfig, train_adapter  # noqa: E402
 from det_core.video import LoadSettings, load_video  # noqa: E402
-from det_core.hunyuan import flow_sampling, x0_predictor  # noqa: E402
+from det_core.comfy_models import flow_sampling, x0_predictor  # noqa: E402
 from devtools.tiny_models import import_comfy, tiny_transformer  # noqa: E402
 
 EXAMPLE = os.path.join(os.path.dirname(ROOT), "shared", "mtbench_examples", "dance-twirl")
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             adapter = DeTAdapter(AdapterMeta(channels=128, mid_dim=32, kernel_size=3, blocks={"double": [0, 1]}))
-        runtime = DeTRuntime(adapter, [0, 1], [], feature_block=(kind, int(idx)))
+        runtime = DeTRuntime(adapter, {"double": [0, 1]}, feature_block=(kind, int(idx)))
         remove = install(model, forward_patches(model, runtime, "train"))
         predict = x0_predictor(model, sampling, context, pooled)
         seconds = 0.0

@@ -37,7 +37,8 @@ from det_core.lowvram import streamed_blocks, to_fp8  # noqa: E402
 from det_core.patch import DeTRuntime, forward_patches, install  # noqa: E402
 from det_core.tracking import LatentTracks  # noqa: E402
 from det_core.train import TrainConfig, train_adapter  # noqa: E402
-from det_core.hunyuan import HUNYUAN_VIDEO_13B, flow_sampling, x0_predictor  # noqa: E402
+from det_core.arch import HUNYUAN_VIDEO, HUNYUAN_VIDEO_13B  # noqa: E402
+from det_core.comfy_models import flow_sampling, x0_predictor  # noqa: E402
 from det_core.vram import CONTEXT_GIB, Setting, Shape, forward_flops, measure, predict  # noqa: E402
 from devtools.tiny_models import TINY_HV  # noqa: E402
 
@@ -71,7 +72,7 @@ def inputs(cfg, shapes, device, dtype):
 def time_training(model, cfg, shapes, device, dtype, steps, compile_blocks=False, swap=0, offload=False):
     adapter = DeTAdapter(AdapterMeta(channels=cfg["hidden_size"], blocks={"double": list(range(cfg["depth"]))}))
     adapter.to(device)
-    runtime = DeTRuntime(adapter, list(range(cfg["depth"])), [])
+    runtime = DeTRuntime(adapter, {"double": list(range(cfg["depth"]))})
     remove = install(model, forward_patches(model, runtime, "train"))
     compiled = []
     if compile_blocks:
@@ -107,7 +108,7 @@ def time_inference(model, cfg, shapes, device, dtype, with_adapter: bool, repeat
         for m in adapter.double_blocks.values():  # a trained adapter is not a no-op
             torch.nn.init.normal_(m.up.weight, std=1e-3)
         adapter.to(device)
-        remove = install(model, forward_patches(model, DeTRuntime(adapter, list(range(cfg["depth"])), [])))
+        remove = install(model, forward_patches(model, DeTRuntime(adapter, {"double": list(range(cfg["depth"]))})))
     sampling = flow_sampling().to(device)
     x = inputs(cfg, shapes, device, dtype)
     predict = x0_predictor(model, sampling, x["context"], x["pooled"])
@@ -156,12 +157,12 @@ def main(argv=None) -> int:
         steps, swap = ns.steps or 6, 20 if ns.swap is None else ns.swap
     t, h, w = shapes["latent"]
     img_tokens = t * (h // 2) * (w // 2)
-    fwd = forward_flops(cfg, img_tokens, shapes["text_tokens"])
+    fwd = forward_flops(HUNYUAN_VIDEO, cfg, img_tokens, shapes["text_tokens"])
     results = {"gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
                "shapes": dict(shapes, img_tokens=img_tokens), "forward_flops": fwd}
     # the planner's predictions for the same settings (its allowance for the CUDA context left out: PyTorch's
     # max_memory_allocated does not see the context)
-    plan = measure(cfg, Shape(shapes["frames"], *shapes["size"], text_tokens=shapes["text_tokens"]))
+    plan = measure(HUNYUAN_VIDEO, cfg, Shape(shapes["frames"], *shapes["size"], text_tokens=shapes["text_tokens"]))
     for key, setting in (("a", Setting()), ("c", Setting("fp8_e4m3fn", swap, True))):
         results["predicted_gib_" + key] = predict(plan, setting)["train_peak_gib"] - CONTEXT_GIB
     results["predicted_gib_b"] = results["predicted_gib_a"]

@@ -8,8 +8,9 @@ The second convolution starts at zero, so a new adapter is an exact no-op; the f
 normal (std 1), as in the public DeT code, whose learning rate (1e-5) was tuned with that init. The token grid (T, H, W) is given
 at run time, so one adapter works at any resolution and frame count.
 
-File format (safetensors): keys `double_blocks.{i}.down.weight` [m, C, k], `double_blocks.{i}.up.weight`
-[C, m, k] (and `single_blocks.{i}.*`), metadata `det.*` (see `AdapterMeta`).
+File format (safetensors): keys `<blocks>.{i}.down.weight` [m, C, k] and `<blocks>.{i}.up.weight` [C, m, k], where
+`<blocks>` is the model's own name for the block list (`double_blocks` / `single_blocks` on HunyuanVideo, `blocks`
+on Wan; see det_core.arch), metadata `det.*` (see `AdapterMeta`), including the architecture (`det.base_model`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 FORMAT_VERSION = "1"
-BLOCK_KINDS = ("double", "single")
+BLOCK_KINDS = ("double", "single", "blocks")
+"""Block kinds over all architectures (det_core.arch.BlockGroup.kind)."""
 MAX_CHANNELS = 65536
 MAX_KERNEL = 63
 MAX_BLOCKS = 1024
@@ -97,9 +99,12 @@ class AdapterMeta:
             blocks = json.loads(md["det.blocks"])
             meta = cls(channels=int(md["det.channels"]), mid_dim=int(md["det.mid_dim"]),
                        kernel_size=int(md["det.kernel_size"]),
-                       blocks={k: [int(i) for i in blocks.get(k, [])] for k in BLOCK_KINDS},
+                       blocks={k: [int(i) for i in blocks[k]] for k in BLOCK_KINDS if k in blocks},
                        base_model=md.get("det.base_model", "hunyuan_video"), steps=int(md.get("det.steps", 0)),
                        prompt=md.get("det.prompt", ""), tracking_weight=float(md.get("det.tracking_weight", 0.0)))
+            unknown = sorted(set(blocks) - set(BLOCK_KINDS))
+            if unknown:
+                raise ValueError(f"unknown block kinds {unknown}")
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise AdapterMismatch(f"{source}: broken DeT metadata ({e!r})") from None
         known = set(meta.to_metadata())
@@ -125,28 +130,32 @@ class AdapterMeta:
     def tensor_shapes(self) -> dict[str, tuple[int, int, int]]:
         """The tensors an adapter with this metadata holds, and their shapes."""
         c, m, k = self.channels, self.mid_dim, self.kernel_size
-        return {f"{kind}_blocks.{i}.{part}.weight": shape for kind in BLOCK_KINDS for i in self.blocks.get(kind, [])
-                for part, shape in (("down", (m, c, k)), ("up", (c, m, k)))}
+        return {f"{block_prefix(kind)}.{i}.{part}.weight": shape for kind in BLOCK_KINDS
+                for i in self.blocks.get(kind, []) for part, shape in (("down", (m, c, k)), ("up", (c, m, k)))}
+
+
+def block_prefix(kind: str) -> str:
+    """The saved tensors' prefix for a block kind: the model's own ModuleList name."""
+    if kind not in BLOCK_KINDS:
+        raise ValueError(f"block kind {kind!r} is not one of {', '.join(BLOCK_KINDS)}")
+    return "blocks" if kind == "blocks" else f"{kind}_blocks"
 
 
 class DeTAdapter(nn.Module):
-    """All adapters of one motion: `double_blocks.{i}` and `single_blocks.{i}` sub-modules plus metadata."""
+    """All adapters of one motion: `<blocks>.{i}` sub-modules (named as the model names its blocks) plus metadata."""
 
     def __init__(self, meta: AdapterMeta, init_std: float | None = None):
         super().__init__()
         self.meta = meta
         self.double_blocks = nn.ModuleDict()
         self.single_blocks = nn.ModuleDict()
+        self.blocks = nn.ModuleDict()
         for kind in BLOCK_KINDS:
             for i in sorted(set(meta.blocks.get(kind, []))):
                 self.blocks_of(kind)[str(i)] = TemporalConvAdapter(meta.channels, meta.mid_dim, meta.kernel_size, init_std)
 
     def blocks_of(self, kind: str) -> nn.ModuleDict:
-        if kind == "double":
-            return self.double_blocks
-        if kind == "single":
-            return self.single_blocks
-        raise ValueError(f"block kind {kind!r} is not one of {', '.join(BLOCK_KINDS)}")
+        return getattr(self, block_prefix(kind))
 
     def get(self, kind: str, index: int) -> TemporalConvAdapter | None:
         blocks = self.blocks_of(kind)
@@ -156,18 +165,27 @@ class DeTAdapter(nn.Module):
         return sorted(int(i) for i in self.blocks_of(kind).keys())
 
     # -- checks ------------------------------------------------------------------------------------
-    def check_fits(self, channels: int, n_double: int, n_single: int, source: str = "adapter") -> None:
-        """Raise AdapterMismatch naming what does not fit a model of this width and block layout."""
+    def check_fits(self, base_model: str, channels: int, counts: dict[str, int], source: str = "adapter") -> None:
+        """Raise AdapterMismatch naming what does not fit a model of this architecture (`base_model`, an
+        det_core.arch name), width and block layout (`counts`: blocks per kind)."""
+        if self.meta.base_model != base_model:
+            raise AdapterMismatch(f"{source} was trained on {self.meta.base_model} (hidden size {self.meta.channels}), "
+                                  f"the model is {base_model} (hidden size {channels}); use an adapter trained on "
+                                  f"{base_model}, or load the {self.meta.base_model} model it was trained on")
         problems = []
         if self.meta.channels != channels:
             problems.append(f"it was trained for hidden size {self.meta.channels}, the model has {channels}")
-        for kind, n in (("double", n_double), ("single", n_single)):
+        from .arch import KIND_LABELS
+
+        for kind in BLOCK_KINDS:
+            n = counts.get(kind, 0)
             bad = [i for i in self.indices(kind) if i >= n]
             if bad:
-                problems.append(f"it has {kind}-stream blocks {bad}, the model has only {n} ({kind} 0-{n - 1})")
+                has = f"only {n} (0-{n - 1})" if n else "none"
+                problems.append(f"it has {KIND_LABELS[kind]} {bad}, the model has {has}")
         if problems:
-            raise AdapterMismatch(f"{source} does not fit this model: " + "; ".join(problems)
-                                  + ". Use an adapter trained on the same base model.")
+            raise AdapterMismatch(f"{source} does not fit this {base_model} model: " + "; ".join(problems)
+                                  + ". Use an adapter trained on the same base model (same size).")
 
     # -- files -------------------------------------------------------------------------------------
     def save(self, path: str, extra_metadata: dict[str, str] | None = None) -> str:
@@ -218,7 +236,7 @@ class DeTAdapter(nn.Module):
         m = self.meta
         blocks = ", ".join(f"{k} {self.indices(k)}" for k in BLOCK_KINDS if self.indices(k))
         n = sum(p.numel() for p in self.parameters())
-        return (f"DeT adapter: C={m.channels} mid={m.mid_dim} k={m.kernel_size}, blocks {blocks}, {n:,} parameters, "
+        return (f"DeT adapter ({m.base_model}): C={m.channels} mid={m.mid_dim} k={m.kernel_size}, blocks {blocks}, {n:,} parameters, "
                 f"{m.steps} steps, tracking weight {m.tracking_weight:g}, prompt {m.prompt!r}")
 
 

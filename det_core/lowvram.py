@@ -12,12 +12,19 @@ import contextlib
 import torch
 
 
+BLOCK_LISTS = ("double_blocks", "single_blocks", "blocks")
+"""The transformers' block lists in the order they run (HunyuanVideo: double then single stream; Wan: blocks)."""
+
+
+def all_blocks(diffusion_model) -> list[tuple[str, torch.nn.Module]]:
+    """Every transformer block in the order they run, with its dotted name inside the transformer."""
+    return [(f"{attr}.{i}", b) for attr in BLOCK_LISTS for i, b in enumerate(getattr(diffusion_model, attr, ()))]
+
+
 def last_blocks(diffusion_model, count: int) -> list[tuple[str, torch.nn.Module]]:
-    """The last `count` transformer blocks, counted from the end (single-stream first, then double), with their
-    dotted names inside the transformer."""
-    named = [(f"double_blocks.{i}", b) for i, b in enumerate(diffusion_model.double_blocks)]
-    named += [(f"single_blocks.{i}", b) for i, b in enumerate(diffusion_model.single_blocks)]
-    return named[::-1][:max(0, count)]
+    """The last `count` transformer blocks, counted from the end (HunyuanVideo: single-stream first, then double),
+    with their dotted names inside the transformer."""
+    return all_blocks(diffusion_model)[::-1][:max(0, count)]
 
 
 def parameter_bytes(modules) -> int:
@@ -67,9 +74,8 @@ def keep_in_ram(model_patcher, blocks: list[tuple[str, torch.nn.Module]]) -> int
 
 @contextlib.contextmanager
 def streamed_blocks(diffusion_model, count: int, offload_device):
-    """Keep the weights of the last `count` transformer blocks (double then single stream, counted from the end)
-    on `offload_device`, streamed layer by layer; restores devices and flags afterwards. Yields the number of
-    blocks streamed."""
+    """Keep the weights of the last `count` transformer blocks (counted from the end) on `offload_device`, streamed
+    layer by layer; restores devices and flags afterwards. Yields the number of blocks streamed."""
     blocks = [block for _, block in last_blocks(diffusion_model, count)]
     changed = []
     try:

@@ -1,19 +1,22 @@
-"""Attach a DeT adapter to a HunyuanVideo transformer (ComfyUI's native model) without changing its modules.
+"""Attach a DeT adapter to a video transformer (ComfyUI's native model) without changing its modules.
 
 Each patch is a replacement `forward` for one existing sub-module, keyed by its dotted name inside the
 transformer (ComfyUI's `ModelPatcher.add_object_patch` installs them on a clone and restores the originals
 afterwards; plain Python can `install` them directly). Module structure and weights stay as they are, so
-weight patches such as LoRAs keep working next to DeT.
+weight patches such as LoRAs keep working next to DeT. Where each architecture's adapters attach is listed in
+det_core.arch (the placements); this module implements them:
 
-- `img_in.forward`: reads the latent's shape and publishes the token grid (T, H/2, W/2) for this forward.
-- double block i: `img_attn.qkv.forward` keeps its input (the modulated, normalised video tokens);
+- the patch embedding (`img_in`, Wan's `patch_embedding`): reads the latent's shape and publishes the token grid
+  (T, H/p, W/p) for this forward.
+- `hv_double` block i: `img_attn.qkv.forward` keeps its input (the modulated, normalised video tokens);
   `img_attn.proj.forward` returns `proj(attn) + strength * adapter(x_mod)`, so the block computes
   `img + gate * (proj(attn) + adapter(x_mod))`. Text tokens have their own qkv/proj and are never touched.
-- single block i: `linear1.forward` keeps the video part of its input; `linear2.forward` adds the adapter
+- `hv_single` block i: `linear1.forward` keeps the video part of its input; `linear2.forward` adds the adapter
   output to the attention part of its input (the part that `linear2` projects), video tokens only.
+- `wan_self_attn` block i: `self_attn.forward` returns `self_attn(x_mod) + strength * adapter(x_mod)`, so the block
+  computes `x + e2 * (self_attn(x_mod) + adapter(x_mod))`.
 - a block's `forward` keeps that block's video-token output as features for the tracking loss (optional), and
-  for training every block runs with its residual adds out of place (`OutOfPlaceAdds`), gradient-checkpointed if
-  asked.
+  for training every block runs with its residual adds out of place (`OutOfPlaceAdds`), gradient-checkpointed.
 
 The original forward is always called through the class (`type(m).forward(m, ...)`), so patches never stack.
 """
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from .adapter import DeTAdapter
+from .arch import Arch, arch_named, block_counts, hidden_size, patch_size
 
 
 @dataclass
@@ -35,10 +39,8 @@ class DeTRuntime:
     """State that the patched forwards of one transformer share during a forward pass."""
 
     adapter: DeTAdapter
-    double: list[int]
-    """Double-stream blocks whose adapter is applied."""
-    single: list[int]
-    """Single-stream blocks whose adapter is applied."""
+    applied: dict[str, list[int]]
+    """Blocks whose adapter is applied, per block kind (`double`, `single`, `blocks`; see det_core.arch)."""
     strength: float = 1.0
     feature_block: tuple[str, int] | None = None
     """(kind, index) of a block whose video-token output is kept in `features` (tracking loss on DiT features)."""
@@ -53,6 +55,11 @@ class DeTRuntime:
     parked: list[tuple[str, int, int]] = field(default_factory=list)
     """(kind, index, bytes) of every block input moved to `offload` in the current training step."""
 
+    @property
+    def arch(self) -> Arch:
+        """The architecture the adapter was made for (its `base_model`)."""
+        return arch_named(self.adapter.meta.base_model)
+
     def need_grid(self) -> tuple[int, int, int]:
         if self.grid is None:
             raise RuntimeError("DeT: the token grid is unknown; the img_in patch did not run before the blocks")
@@ -62,9 +69,9 @@ class DeTRuntime:
         t, h, w = self.need_grid()
         return t * h * w
 
-    def delta(self, kind: str, index: int) -> torch.Tensor:
-        """strength * adapter(x_mod) for the block, from the input its tap kept."""
-        x = self.taps.pop((kind, index))
+    def delta(self, kind: str, index: int, x: torch.Tensor | None = None) -> torch.Tensor:
+        """strength * adapter(x_mod) for the block, from `x` or the input its tap kept."""
+        x = self.taps.pop((kind, index)) if x is None else x
         module = self.adapter.get(kind, index)
         if module.down.weight.device != x.device:  # the adapter follows the model to its device
             self.adapter.to(x.device)
@@ -93,6 +100,16 @@ def _single_linear2(module, runtime: DeTRuntime, index: int, channels: int) -> C
         d = runtime.delta("single", index).to(z.dtype)  # B L_img C
         z = z + F.pad(d, (0, z.shape[-1] - channels, 0, z.shape[1] - d.shape[1]))
         return type(module).forward(module, z, *args, **kwargs)
+
+    return forward
+
+
+def _wan_self_attn(module, runtime: DeTRuntime, kind: str, index: int) -> Callable:
+    def forward(x, *args, **kwargs):
+        out = type(module).forward(module, x, *args, **kwargs)
+        n = runtime.tokens()
+        d = runtime.delta(kind, index, x[:, :n]).to(out.dtype)  # B L_img C
+        return out + (d if out.shape[1] == n else F.pad(d, (0, 0, 0, out.shape[1] - n)))
 
     return forward
 
@@ -183,7 +200,7 @@ def _block(module, runtime: DeTRuntime, kind: str, index: int, mode: str) -> Cal
         else:
             out = run(*args, **kwargs)
         if keep:
-            img = out[0] if kind == "double" else out
+            img = out[0] if isinstance(out, (tuple, list)) else out  # double-stream blocks return (img, txt)
             runtime.features = img[:, : runtime.tokens()]
         return out
 
@@ -193,42 +210,50 @@ def _block(module, runtime: DeTRuntime, kind: str, index: int, mode: str) -> Cal
 def forward_patches(diffusion_model, runtime: DeTRuntime, mode: str = "inference") -> dict[str, Callable]:
     """Dotted name (inside the transformer) -> replacement forward, for every module DeT needs to see.
 
-    `mode`: `inference`, or `train` (every block gradient-checkpointed, see `_block`).
+    The architecture is the adapter's (`runtime.arch`); `mode`: `inference`, or `train` (every block
+    gradient-checkpointed, see `_block`).
     """
     if mode not in BLOCK_MODES:
         raise ValueError(f"mode={mode!r} is not one of {', '.join(BLOCK_MODES)}")
-    dm = diffusion_model
-    channels = runtime.adapter.meta.channels
-    runtime.adapter.check_fits(dm.hidden_size if hasattr(dm, "hidden_size") else channels,
-                               len(dm.double_blocks), len(dm.single_blocks))
-    patches: dict[str, Callable] = {"img_in.forward": _grid_tap(dm, runtime)}
-    for i in runtime.double:
-        if runtime.adapter.get("double", i) is None:
-            raise ValueError(f"double-stream block {i} has no trained adapter; trained: {runtime.adapter.indices('double')}")
-        attn = dm.double_blocks[i].img_attn
-        patches[f"double_blocks.{i}.img_attn.qkv.forward"] = _input_tap(attn.qkv, runtime, ("double", i))
-        patches[f"double_blocks.{i}.img_attn.proj.forward"] = _double_proj(attn.proj, runtime, i)
-    for i in runtime.single:
-        if runtime.adapter.get("single", i) is None:
-            raise ValueError(f"single-stream block {i} has no trained adapter; trained: {runtime.adapter.indices('single')}")
-        block = dm.single_blocks[i]
-        patches[f"single_blocks.{i}.linear1.forward"] = _input_tap(block.linear1, runtime, ("single", i))
-        patches[f"single_blocks.{i}.linear2.forward"] = _single_linear2(block.linear2, runtime, i, channels)
+    dm, arch = diffusion_model, runtime.arch
+    runtime.adapter.check_fits(arch.name, hidden_size(arch, dm), block_counts(arch, dm))
+    unknown = sorted(set(runtime.applied) - set(arch.kinds))
+    if unknown and any(runtime.applied[k] for k in unknown):
+        raise ValueError(f"{arch.label} has no {unknown[0]} blocks; it has {', '.join(g.label for g in arch.groups)}")
+    patches: dict[str, Callable] = {f"{arch.patch_embed}.forward": _grid_tap(dm, arch, runtime)}
+    for group in arch.groups:
+        blocks = getattr(dm, group.attr)
+        for i in runtime.applied.get(group.kind, []):
+            if runtime.adapter.get(group.kind, i) is None:
+                raise ValueError(f"{group.one} {i} has no trained adapter; trained: "
+                                 f"{runtime.adapter.indices(group.kind)}")
+            block, key, name = blocks[i], (group.kind, i), f"{group.attr}.{i}"
+            if group.placement == "hv_double":
+                patches[f"{name}.img_attn.qkv.forward"] = _input_tap(block.img_attn.qkv, runtime, key)
+                patches[f"{name}.img_attn.proj.forward"] = _double_proj(block.img_attn.proj, runtime, i)
+            elif group.placement == "hv_single":
+                patches[f"{name}.linear1.forward"] = _input_tap(block.linear1, runtime, key)
+                patches[f"{name}.linear2.forward"] = _single_linear2(block.linear2, runtime, i,
+                                                                     runtime.adapter.meta.channels)
+            elif group.placement == "wan_self_attn":
+                patches[f"{name}.self_attn.forward"] = _wan_self_attn(block.self_attn, runtime, group.kind, i)
+            else:
+                raise ValueError(f"unknown adapter placement {group.placement!r}")
     if runtime.feature_block is not None:
         kind, i = runtime.feature_block
-        blocks = dm.double_blocks if kind == "double" else dm.single_blocks
-        if not 0 <= i < len(blocks):
-            raise ValueError(f"feature block {kind} {i} does not exist; the model has {len(blocks)} {kind}-stream blocks")
-    for kind, blocks in (("double", dm.double_blocks), ("single", dm.single_blocks)):
-        for i, block in enumerate(blocks):
-            if mode != "inference" or runtime.feature_block == (kind, i):
-                patches[f"{kind}_blocks.{i}.forward"] = _block(block, runtime, kind, i, mode)
+        n = len(getattr(dm, arch.group(kind).attr))
+        if not 0 <= i < n:
+            raise ValueError(f"feature block {kind} {i} does not exist; the model has {n} {arch.group(kind).label}")
+    for group in arch.groups:
+        for i, block in enumerate(getattr(dm, group.attr)):
+            if mode != "inference" or runtime.feature_block == (group.kind, i):
+                patches[f"{group.attr}.{i}.forward"] = _block(block, runtime, group.kind, i, mode)
     return patches
 
 
-def _grid_tap(dm, runtime: DeTRuntime) -> Callable:
-    patch = list(getattr(dm, "patch_size", None) or [1, 2, 2])
-    module = dm.img_in
+def _grid_tap(dm, arch: Arch, runtime: DeTRuntime) -> Callable:
+    patch = patch_size(dm)
+    module = getattr(dm, arch.patch_embed)
 
     def forward(x, *args, **kwargs):
         if x.ndim == 5:  # B C T H W latent

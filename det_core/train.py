@@ -8,7 +8,9 @@ The host (the ComfyUI node) provides the model side as three callables, so nothi
 - `sampling` has the model's sigma grid `sigmas` and its `timestep(sigma)` and `noise_scaling(sigma, noise, x0)`.
 
 Per step (seeded by (seed, step), so a resumed run draws what an uninterrupted one would):
-    sigma  ~ uniform over the model's (shifted) sigma grid          t = timestep(sigma) on the 0..1000 scale
+    sigma  ~ the model's (shifted) sigma grid, uniform over its entries or logit-normal over their index (as
+             diffusers' training scripts draw it), within [timestep_min, timestep_max]
+                                                                     t = timestep(sigma) on the 0..1000 scale
     x_t    = noise_scaling(sigma, e, x0) = sigma e + (1 - sigma) x0
     v_hat  = (x_t - x0_hat) / sigma                                    flow loss = mean (v_hat - (e - x0))^2
     track  = tracking_loss(x0_hat or a block's video features, tracks)   only when t <= tracking_max_timestep
@@ -30,6 +32,7 @@ from .patch import DeTRuntime
 from .tracking import LatentTracks, tokens_to_features, tracking_loss
 
 OPTIMIZERS = ("auto", "adamw", "adamw8bit")
+TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 
 
 @dataclass
@@ -47,7 +50,15 @@ class TrainConfig:
     tracking_max_timestep: float = 400.0
     """Tracking loss only when the sampled timestep (0..1000 scale) is at most this (low noise)."""
     tracking_features: str = "x0"
-    """`x0` (the predicted clean latent, as the public code) or `double:<i>` / `single:<i>` (a block's video features)."""
+    """`x0` (the predicted clean latent, as the public code) or `double:<i>` / `single:<i>` / `blocks:<i>` (a block's
+    video features)."""
+    timestep_sampling: str = "uniform"
+    """How the training noise level is drawn from the model's sigma grid: `uniform` over its entries, or
+    `logit_normal` over their index (the authors' Wan runs)."""
+    timestep_min: float = 0.0
+    timestep_max: float = 1000.0
+    """Train only on noise levels whose timestep (sigma x 1000) lies in [timestep_min, timestep_max]: one expert of
+    a two-expert model (Wan 2.2 A14B's high-noise expert: 875 to 1000)."""
     optimizer: str = "auto"
     """`auto` (8-bit AdamW when bitsandbytes and CUDA are there, else AdamW), `adamw`, `adamw8bit`."""
     seed: int = 0
@@ -67,6 +78,12 @@ class TrainConfig:
         if not (math.isfinite(self.tracking_max_timestep) and 0 <= self.tracking_max_timestep <= 1000):
             raise ValueError(f"tracking_max_timestep={self.tracking_max_timestep} must be a number from 0 to 1000 "
                              f"(the timestep scale, sigma x 1000)")
+        if self.timestep_sampling not in TIMESTEP_SAMPLING:
+            raise ValueError(f"timestep_sampling={self.timestep_sampling!r} is not one of {', '.join(TIMESTEP_SAMPLING)}")
+        if not (math.isfinite(self.timestep_min) and math.isfinite(self.timestep_max)
+                and 0 <= self.timestep_min < self.timestep_max <= 1000):
+            raise ValueError(f"timestep range {self.timestep_min}-{self.timestep_max}: give 0 <= timestep_min < "
+                             f"timestep_max <= 1000 (sigma x 1000)")
         self.feature_block()  # validates the spelling
 
     def feature_block(self) -> tuple[str, int] | None:
@@ -74,9 +91,10 @@ class TrainConfig:
         if spec == "x0":
             return None
         kind, _, idx = spec.partition(":")
-        if kind in ("double", "single") and idx.isdigit():
+        if kind in ("double", "single", "blocks") and idx.isdigit():
             return kind, int(idx)
-        raise ValueError(f"tracking_features={self.tracking_features!r}: use 'x0', 'double:<block>' or 'single:<block>'")
+        raise ValueError(f"tracking_features={self.tracking_features!r}: use 'x0', 'double:<block>' or 'single:<block>' "
+                         f"(HunyuanVideo), 'blocks:<block>' (Wan)")
 
 
 class Sampling(Protocol):
@@ -129,10 +147,27 @@ def lr_factor(step: int, warmup: int) -> float:
     return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
 
-def step_randomness(config: TrainConfig, step: int, n_sigmas: int, shape) -> tuple[int, torch.Tensor]:
+def allowed_sigmas(sampling: Sampling, config: TrainConfig) -> torch.Tensor:
+    """Indices of the sigma grid inside the training timestep range; ValueError when none is."""
+    sigmas = sampling.sigmas.detach().to(torch.float32)
+    t = sampling.timestep(sigmas).to(torch.float32)
+    idx = torch.nonzero((t >= config.timestep_min) & (t <= config.timestep_max)).flatten()
+    if idx.numel() == 0:
+        raise ValueError(f"no noise level of the model lies in timesteps {config.timestep_min:g}-"
+                         f"{config.timestep_max:g}; widen the range")
+    return idx
+
+
+def step_randomness(config: TrainConfig, step: int, allowed: torch.Tensor, shape) -> tuple[int, torch.Tensor]:
+    """(index into the sigma grid, noise) of 0-based `step`, seeded by (seed, step)."""
     g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-    index = int(torch.randint(0, n_sigmas, (1,), generator=g))
-    return index, torch.randn(shape, generator=g)
+    n = allowed.numel()
+    if config.timestep_sampling == "logit_normal":
+        u = torch.sigmoid(torch.randn(1, generator=g))
+        k = min(int(u * n), n - 1)
+    else:
+        k = int(torch.randint(0, n, (1,), generator=g))
+    return int(allowed[k]), torch.randn(shape, generator=g)
 
 
 def step_losses(predict_x0, sampling: Sampling, latents: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
@@ -180,6 +215,12 @@ def train_adapter(
     feature_block = config.feature_block()
     if feature_block is not None and (runtime is None or runtime.feature_block != feature_block):
         raise ValueError("tracking on block features needs the runtime patched with that feature block")
+    if tracks is not None and config.tracking_weight > 0 and config.timestep_min > config.tracking_max_timestep:
+        raise ValueError(f"the tracking loss would never run: it runs at timesteps up to tracking_max_timestep="
+                         f"{config.tracking_max_timestep:g}, training draws {config.timestep_min:g}-"
+                         f"{config.timestep_max:g}; raise tracking_max_timestep (to {config.timestep_max:g} for the "
+                         f"whole range) or set tracking_weight to 0")
+    allowed = allowed_sigmas(sampling, config)
     params = [p for p in adapter.parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -202,7 +243,7 @@ def train_adapter(
             if runtime is not None:
                 runtime.parked.clear()  # what this step moves to CPU RAM (kept for inspection until the next step)
             # 1. this step's noise level and noise, seeded by (seed, step)
-            index, noise = step_randomness(config, step, len(sigmas), latents.shape)
+            index, noise = step_randomness(config, step, allowed, latents.shape)
             sigma = sigmas[index].reshape(1)
             timestep = float(sampling.timestep(sigma))
             noise = noise.to(device=device, dtype=latents.dtype)

@@ -1,11 +1,13 @@
 """Memory planner: the peak GPU memory of a DeT training step and of a sampling step, predicted by running the
 pack's real forward and backward on fake tensors (no memory is allocated and no GPU is needed).
 
-    python -m det_core.vram --frames 49 --height 480 --width 720 [--model FILE_OR_CONFIG] [--json OUT]
-                            [--budget GIB] [--comfyui DIR]
+    python -m det_core.vram --frames 49 --height 480 --width 720 [--arch NAME[:SIZE]] [--model FILE_OR_CONFIG]
+                            [--json OUT] [--budget GIB] [--comfyui DIR]
 
-What runs: ComfyUI's own HunyuanVideo at the given configuration (the real 13B one by default; `--model` takes a
-.safetensors checkpoint, read from its header only, or a JSON of the model's arguments) built under
+What runs: ComfyUI's own transformer at the given configuration (`--arch`: hunyuan_video (13B, the default),
+hunyuan_video_15 (8.3B), wan21:1.3B, wan21:14B (also each Wan 2.2 A14B expert), wan22_ti2v (5B); `--model` takes a
+.safetensors checkpoint, read from its header only and recognised as ComfyUI recognises it, or a JSON of the
+model's arguments for `--arch`) built under
 `FakeTensorMode` in bf16, with DeT adapters attached by the pack's own patches, then one training step as the node
 runs it (`train.step_losses` with the tracking loss, backward through the pack's checkpointed blocks, gradient
 clipping, AdamW) and one sampling step (a forward under no_grad). A `MemTracker` reports the activations and
@@ -44,7 +46,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .hunyuan import HUNYUAN_VIDEO_13B, model_arguments, use_comfy
+from .arch import ARCHS, HUNYUAN_VIDEO, Arch, arch_named, transformer_class
+from .comfy_models import use_comfy
 
 GIB = 2 ** 30
 CONTEXT_GIB = 1.0
@@ -67,21 +70,27 @@ class Shape:
     height: int
     width: int
     text_tokens: int = TEXT_TOKENS
+    arch: str = "hunyuan_video"
+    """The architecture (det_core.arch name): its VAE's compression and patch size set the latent."""
 
     def __post_init__(self) -> None:
         for name in ("frames", "height", "width", "text_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive whole number")
-        if self.height % 16 or self.width % 16:
-            raise ValueError(f"{self.width}x{self.height}: width and height must be multiples of 16 (the VAE's 8x "
-                             f"and the model's 2x2 patches); for example {16 * round(self.width / 16)}x"
-                             f"{16 * round(self.height / 16)}")
+        a = arch_named(self.arch)
+        m = a.spatial_compression * int(list(a.full_size.values())[0]["patch_size"][1])
+        if self.height % m or self.width % m:
+            raise ValueError(f"{self.width}x{self.height}: for {a.label} width and height must be multiples of {m} "
+                             f"(the VAE's {a.spatial_compression}x and the model's patches); for example "
+                             f"{m * round(self.width / m)}x{m * round(self.height / m)}")
 
     @property
     def latent(self) -> tuple[int, int, int]:
-        """(T, H, W) of the latent: 4x temporal compression with the first frame alone, 8x spatial."""
-        return (self.frames - 1) // 4 + 1, self.height // 8, self.width // 8
+        """(T, H, W) of the latent: the VAE's temporal compression with the first frame alone, its spatial one."""
+        a = arch_named(self.arch)
+        s = a.spatial_compression
+        return (self.frames - 1) // a.temporal_compression + 1, self.height // s, self.width // s
 
 
 def find_comfyui(explicit: str | None = None) -> str:
@@ -109,19 +118,35 @@ def import_comfy(path: str | None = None) -> None:
     use_comfy(find_comfyui(path))
 
 
-def model_config(spec: str | None) -> dict:
-    """HunyuanVideo's constructor arguments: the 13B release (None), a JSON file of them, or a .safetensors
-    checkpoint whose header ComfyUI's own detection reads (no tensor is loaded)."""
+def model_arguments(arch: Arch, detected: dict) -> dict:
+    return arch.model_arguments(detected)
+
+
+def parse_arch(spec: str | None) -> tuple[Arch, dict]:
+    """'name' or 'name:size' (det_core.arch) -> (arch, the released size's arguments; the largest by default)."""
+    name, _, size = (spec or HUNYUAN_VIDEO.name).partition(":")
+    arch = arch_named(name)
+    sizes = arch.full_size
+    if size and size not in sizes:
+        raise ValueError(f"--arch {spec}: {arch.label} comes in sizes {', '.join(sizes)}")
+    return arch, dict(sizes[size] if size else list(sizes.values())[-1])
+
+
+def model_config(spec: str | None, arch_spec: str | None = None) -> tuple[Arch, dict]:
+    """(architecture, constructor arguments): a released configuration (`arch_spec`, default HunyuanVideo 13B), a
+    JSON file of the arguments for `arch_spec`, or a .safetensors checkpoint whose header ComfyUI's own detection
+    reads (no tensor is loaded)."""
     if spec is None:
-        return dict(HUNYUAN_VIDEO_13B)
+        return parse_arch(arch_spec)
     if not os.path.isfile(spec):
         raise FileNotFoundError(f"--model {spec}: no such file; give a .safetensors checkpoint or a JSON config")
     if spec.endswith(".json"):
         with open(spec) as f:
             cfg = json.load(f)
         if not isinstance(cfg, dict):
-            raise ValueError(f"{spec} must hold a JSON object of HunyuanVideo's arguments")
-        return model_arguments(cfg)
+            raise ValueError(f"{spec} must hold a JSON object of the model's arguments")
+        arch, _ = parse_arch(arch_spec)
+        return arch, arch.model_arguments(cfg)
     if not spec.endswith(".safetensors"):
         raise ValueError(f"--model {spec}: give a .safetensors checkpoint or a .json config")
     import comfy.model_detection
@@ -130,11 +155,13 @@ def model_config(spec: str | None) -> dict:
     with safe_open(spec, "pt") as f:
         meta = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
     prefix = comfy.model_detection.unet_prefix_from_state_dict(meta)
-    cfg = comfy.model_detection.detect_unet_config(meta, prefix)
-    if not cfg or cfg.get("image_model") != "hunyuan_video":
-        found = (cfg or {}).get("image_model", "an unknown model")
-        raise ValueError(f"{os.path.basename(spec)} is {found}; the planner knows HunyuanVideo only so far")
-    return model_arguments(cfg)
+    cfg = comfy.model_detection.detect_unet_config(meta, prefix) or {}
+    found = comfy.model_detection.model_config_from_unet_config(cfg, meta) if cfg else None
+    name = type(found).__name__ if found is not None else "an unknown model"
+    for arch in ARCHS:
+        if name in arch.config_classes:
+            return arch, arch.model_arguments(cfg)
+    raise ValueError(f"{os.path.basename(spec)} is {name}; the planner knows {', '.join(a.label for a in ARCHS)}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -229,48 +256,61 @@ def _weights(model) -> tuple[int, int, list[int], list[int]]:
                 fp8 += p.numel() * (1 if isinstance(m, torch.nn.Linear) and name == "weight" else 2)
         return bf16, fp8
 
+    from .lowvram import all_blocks
+
     total_bf16, total_fp8 = sizes(model)
-    blocks = (list(model.double_blocks) + list(model.single_blocks))[::-1]
+    blocks = [b for _, b in all_blocks(model)][::-1]
     per = [sizes(b) for b in blocks]
     return total_bf16, total_fp8, [a for a, _ in per], [b for _, b in per]
 
 
-def measure(config: dict, shape: Shape, double_blocks: list[int] | None = None, single_blocks: list[int] | None = None,
-            mid_dim: int = 128, kernel_size: int = 3, fake: bool = True, log=print) -> Measurement:
+def _width(arch: Arch, config: dict) -> int:
+    return config["hidden_size"] if arch.transformer == "hunyuan_video" else config["dim"]
+
+
+def measure(arch: Arch, config: dict, shape: Shape, applied: dict[str, list[int]] | None = None, mid_dim: int = 128,
+            kernel_size: int = 3, fake: bool = True, log=print) -> Measurement:
     """Build the model on fake tensors, run one DeT training step and one sampling step, report what they hold.
-    `fake` False does the same with real (uninitialised) tensors: for checking the fake run at a small size."""
+    `applied`: adapter blocks per kind (default: every block of the first group). `fake` False does the same with
+    real (uninitialised) tensors: for checking the fake run at a small size."""
     import comfy.ops
-    from comfy.ldm.hunyuan_video.model import HunyuanVideo
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from .adapter import AdapterMeta, DeTAdapter
-    from .hunyuan import flow_sampling, x0_predictor
+    from .comfy_models import flow_sampling, x0_predictor
     from .patch import DeTRuntime, forward_patches, install
     from .tracking import LatentTracks
     from .train import TrainConfig, step_losses
 
     t0 = time.monotonic()
     t_lat, h_lat, w_lat = shape.latent
-    double = list(range(config["depth"])) if double_blocks is None else list(double_blocks)
-    single = [] if single_blocks is None else list(single_blocks)
+    hv = arch.transformer == "hunyuan_video"
     # (inside a ComfyUI node the caller runs under inference mode; a training step needs autograd)
     with torch.inference_mode(False), torch.enable_grad(), \
             FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext():
-        model = HunyuanVideo(operations=comfy.ops.disable_weight_init, dtype=torch.bfloat16, device="cpu",
-                             **config).eval().requires_grad_(False)
+        model = transformer_class(arch)(operations=comfy.ops.disable_weight_init, dtype=torch.bfloat16, device="cpu",
+                                        **config).eval().requires_grad_(False)
+        if applied is None:
+            first = arch.groups[0]
+            applied = {first.kind: list(range(len(getattr(model, first.attr))))}
+        applied = {g.kind: list(applied.get(g.kind, [])) for g in arch.groups}
         weights = _weights(model)
-        adapter = DeTAdapter(AdapterMeta(channels=config["hidden_size"], mid_dim=mid_dim, kernel_size=kernel_size,
-                                         blocks={"double": double, "single": single}))
+        adapter = DeTAdapter(AdapterMeta(channels=_width(arch, config), mid_dim=mid_dim, kernel_size=kernel_size,
+                                         blocks=applied, base_model=arch.name))
         params = list(adapter.parameters())
         for p in params:
             p.requires_grad_(True)
-        runtime = DeTRuntime(adapter, double, single, offload=torch.device("cpu"))
+        runtime = DeTRuntime(adapter, applied, offload=torch.device("cpu"))
         options = {"optimized_attention_override": fused_attention}
         sampling = flow_sampling(7.0)
-        latent = torch.randn(1, config["in_channels"], t_lat, h_lat, w_lat)
-        context = torch.randn(1, shape.text_tokens, config["context_in_dim"], dtype=torch.bfloat16)
-        pooled = torch.randn(1, config["vec_in_dim"] or 768, dtype=torch.bfloat16)
-        predict = x0_predictor(model, sampling, context, pooled, transformer_options=options)
+        latent = torch.randn(1, arch.latent_channels, t_lat, h_lat, w_lat)
+        in_channels = config["in_channels"] if hv else config["in_dim"]
+        text_width = config["context_in_dim"] if hv else config["text_dim"]
+        context = torch.randn(1, shape.text_tokens, text_width, dtype=torch.bfloat16)
+        pooled = torch.randn(1, config["vec_in_dim"], dtype=torch.bfloat16) if hv and config["vec_in_dim"] else None
+        guidance = 6.0 if hv and config["guidance_embed"] else None
+        predict = x0_predictor(model, sampling, context, pooled, guidance, transformer_options=options,
+                               extra_channels=in_channels - arch.latent_channels)
         tracks = LatentTracks(xy=torch.rand(t_lat, TRACK_POINTS, 2), visibility=torch.ones(t_lat, TRACK_POINTS),
                               frame_ids=torch.arange(t_lat))
         optimizer = torch.optim.AdamW(params, lr=1e-5)
@@ -289,7 +329,7 @@ def measure(config: dict, shape: Shape, double_blocks: list[int] | None = None, 
         remove()
         parked = [b for _, _, b in runtime.parked]
         # 2. a sampling step with the adapter applied
-        remove = install(model, forward_patches(model, DeTRuntime(adapter, double, single), "inference"))
+        remove = install(model, forward_patches(model, DeTRuntime(adapter, applied), "inference"))
         tracker = _tracker()
         tracker.track_external(model, adapter)
         with tracker, torch.no_grad():
@@ -297,7 +337,7 @@ def measure(config: dict, shape: Shape, double_blocks: list[int] | None = None, 
         sample_bytes = _non_parameter_peak(tracker)
         remove()
     m = Measurement(config=config, shape=asdict(shape), latent=[t_lat, h_lat, w_lat],
-                    adapter_blocks={"double": double, "single": single}, mid_dim=mid_dim, kernel_size=kernel_size,
+                    adapter_blocks=applied, mid_dim=mid_dim, kernel_size=kernel_size,
                     parameters=weights[0] // 2, weight_bytes_bf16=weights[0], weight_bytes_fp8=weights[1],
                     block_bytes_bf16=weights[2], block_bytes_fp8=weights[3],
                     adapter_parameters=sum(p.numel() for p in params), train_activation_bytes=train_bytes,
@@ -394,14 +434,15 @@ def what_would_fit(m: Measurement, budget_gib: float) -> str:
 _CACHE: dict[str, Measurement] = {}
 
 
-def auto_setting(config: dict, shape: Shape, double: list[int], single: list[int], mid_dim: int, kernel_size: int,
-                 budget_gib: float, weights: str, optimizers: tuple[str, ...] = ("adamw",), log=print) -> dict:
+def auto_setting(arch: Arch, config: dict, shape: Shape, applied: dict[str, list[int]], mid_dim: int,
+                 kernel_size: int, budget_gib: float, weights: str, optimizers: tuple[str, ...] = ("adamw",),
+                 log=print) -> dict:
     """What Train DeT Adapter's `memory=auto` uses: the fastest setting with the loaded weights' dtype whose
     predicted training peak fits `budget_gib` with MARGIN_GIB to spare (measured once per model, shape and adapter,
     then cached), using one of `optimizers`. ValueError, naming what would fit, when none does."""
-    key = json.dumps([config, asdict(shape), double, single, mid_dim, kernel_size], sort_keys=True, default=str)
+    key = json.dumps([arch.name, config, asdict(shape), applied, mid_dim, kernel_size], sort_keys=True, default=str)
     if key not in _CACHE:
-        _CACHE[key] = measure(config, shape, double, single, mid_dim, kernel_size, log=log)
+        _CACHE[key] = measure(arch, config, shape, applied, mid_dim, kernel_size, log=log)
     m = _CACHE[key]
     fits = [predict(m, s) for s in sorted(settings(m), key=preference)
             if s.weights == weights and s.optimizer in optimizers]
@@ -436,8 +477,13 @@ def table(m: Measurement) -> str:
     return "\n".join(lines)
 
 
-def forward_flops(config: dict, img_tokens: int, txt_tokens: int) -> float:
+def forward_flops(arch: Arch, config: dict, img_tokens: int, txt_tokens: int) -> float:
     """Matmul FLOPs of one transformer forward (linear layers and attention), the usual 2 x multiply-adds."""
+    if arch.transformer == "wan":
+        d, ffn, n = config["dim"], config["ffn_dim"], img_tokens
+        linear = 2 * n * (4 * d * d + 2 * d * d + 2 * d * ffn) + 2 * txt_tokens * 2 * d * d  # self q,k,v,o; cross q,o; ffn; cross k,v
+        attention = 4 * n * n * d + 4 * n * txt_tokens * d
+        return config["num_layers"] * (linear + attention)
     d, mlp = config["hidden_size"], int(config["hidden_size"] * config["mlp_ratio"])
     n = img_tokens + txt_tokens
     double = 2 * n * (4 * d * d + 2 * d * mlp)  # qkv, proj, mlp for both streams
@@ -446,12 +492,13 @@ def forward_flops(config: dict, img_tokens: int, txt_tokens: int) -> float:
     return config["depth"] * (double + attention) + config["depth_single_blocks"] * (single + attention)
 
 
-def flops_per_step(config: dict, latent: list[int], text_tokens: int = TEXT_TOKENS) -> float:
+def flops_per_step(arch: Arch, config: dict, latent: list[int], text_tokens: int = TEXT_TOKENS) -> float:
     """FLOPs of one training step as the pack runs it: forward, the checkpointed blocks' recompute and backward
     (twice a forward) make four forwards."""
     t, h, w = latent
-    img = t * (h // config["patch_size"][1]) * (w // config["patch_size"][2])
-    return 4.0 * forward_flops(config, img, text_tokens)
+    patch = config["patch_size"]
+    img = (t // patch[0]) * (h // patch[1]) * (w // patch[2])
+    return 4.0 * forward_flops(arch, config, img, text_tokens)
 
 
 GPUS = {"H100": 989e12, "A100": 312e12, "RTX 4090": 165e12, "RTX 3090": 71e12}
@@ -465,8 +512,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=49)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=720)
-    p.add_argument("--model", help="a HunyuanVideo .safetensors checkpoint or a JSON of its arguments (default: 13B)")
-    p.add_argument("--double-blocks", default="all", help="adapter blocks: all, none or a list such as 0-9")
+    p.add_argument("--arch", help="hunyuan_video (default), hunyuan_video_15, wan21:1.3B, wan21:14B, wan22_ti2v")
+    p.add_argument("--model", help="a .safetensors checkpoint, or a JSON of the --arch model's arguments")
+    p.add_argument("--double-blocks", default="all",
+                   help="adapter blocks (HunyuanVideo's double-stream blocks, Wan's blocks): all, none or e.g. 0-9")
     p.add_argument("--mid-dim", type=int, default=128)
     p.add_argument("--budget", type=float, action="append", default=[],
                    help="GiB of free VRAM to choose settings for (repeatable; default 16, 24, 48, 80)")
@@ -474,19 +523,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--comfyui", help="ComfyUI's folder (default: $COMFYUI_PATH or the folder above the pack)")
     ns = p.parse_args(argv)
     try:
-        shape = Shape(ns.frames, ns.height, ns.width)
         import_comfy(ns.comfyui)
-        config = model_config(ns.model)
+        arch, config = model_config(ns.model, ns.arch)
+        shape = Shape(ns.frames, ns.height, ns.width, arch=arch.name)
         from .adapter import parse_blocks
 
-        double = parse_blocks(ns.double_blocks, config["depth"], "--double-blocks")
-        m = measure(config, shape, double_blocks=double, mid_dim=ns.mid_dim)
+        first = arch.groups[0]
+        count = config["depth"] if arch.transformer == "hunyuan_video" else config["num_layers"]
+        blocks = parse_blocks(ns.double_blocks, count, "--double-blocks")
+        m = measure(arch, config, shape, {first.kind: blocks}, mid_dim=ns.mid_dim)
     except (ValueError, FileNotFoundError) as e:
         print(f"[vram] {e}", file=sys.stderr)
         return 2
     t, h, w = m.latent
-    print(f"DeT memory plan: HunyuanVideo {m.parameters / 1e9:.1f} B, {ns.frames} frames at {ns.width}x{ns.height} "
-          f"(latent {t}x{h}x{w}), adapters in {len(double)} double blocks ({m.adapter_parameters / 1e6:.1f} M "
+    print(f"DeT memory plan: {arch.label} {m.parameters / 1e9:.1f} B, {ns.frames} frames at {ns.width}x{ns.height} "
+          f"(latent {t}x{h}x{w}), adapters in {len(blocks)} {first.label} ({m.adapter_parameters / 1e6:.1f} M "
           f"parameters); predictions, not GPU measurements")
     print(table(m))
     budgets = ns.budget or [16.0, 24.0, 48.0, 80.0]
@@ -496,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         picks[str(b)] = pick
         print(f"{b:g} GiB free: " + (f"{pick['label']} (predicted {pick['train_peak_gib']:.1f} GiB)" if pick
                                       else what_would_fit(m, b)))
-    flops = flops_per_step(config, m.latent)
+    flops = flops_per_step(arch, config, m.latent)
     speed = {name: flops / (peak * UTILISATION) for name, peak in GPUS.items()}
     print("seconds per training step at " + f"{100 * UTILISATION:.0f} % of peak bf16 throughput: " +
           ", ".join(f"{k} {v:.1f}" for k, v in speed.items()) + " (FLOP count, not measured)")

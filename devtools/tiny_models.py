@@ -3,6 +3,12 @@
 `write_tiny_hunyuan_video` builds ComfyUI's own HunyuanVideo transformer at a toy size (hidden 128 = one head
 of the fixed head dim 128, 2 double + 2 single blocks, text width 32), fills it with seeded random weights,
 and saves it with the key names of the original HunyuanVideo release, which ComfyUI's loader detects and maps.
+
+`write_tiny` does the same for the other architectures of det_core.arch, each with two heads (ComfyUI's
+detection fixes the head width at 128, so two heads make hidden 256): HunyuanVideo 1.5 (2 double-stream blocks,
+65 input channels, 1 x 1 patches, the release's vision and ByT5 inputs), Wan 2.1 (2 blocks; the text width stays
+4096 because ComfyUI's detection does not read it) and Wan 2.2 TI2V 5B (48 channels). Wan checkpoints use
+ComfyUI's own module names, which are the Wan release's.
 """
 
 from __future__ import annotations
@@ -21,12 +27,32 @@ TINY_HV = dict(
 TINY_TEXT_DIM = TINY_HV["context_in_dim"]
 TINY_HV_FILE = "det_tiny_hunyuan_video.safetensors"
 
-def tiny_hunyuan_video_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Seeded random weights for ComfyUI's HunyuanVideo at the tiny config, with ComfyUI's key names."""
-    import comfy.ops
-    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+TINY_HV15 = dict(TINY_HV, in_channels=65, out_channels=32, vec_in_dim=None, hidden_size=256, num_heads=2,
+                 depth=2, depth_single_blocks=0, patch_size=[1, 1, 1], guidance_embed=False, byt5=True,
+                 use_cond_type_embedding=True, vision_in_dim=1152)
+_WAN = dict(model_type="t2v", patch_size=(1, 2, 2), text_len=512, freq_dim=256, text_dim=4096, window_size=(-1, -1),
+            qk_norm=True, cross_attn_norm=True, eps=1e-6, dim=256, ffn_dim=512, num_heads=2, num_layers=2)
+TINY_WAN21 = dict(_WAN, in_dim=16, out_dim=16)
+TINY_WAN22_5B = dict(_WAN, in_dim=48, out_dim=48)
+TINY = {"hunyuan_video": TINY_HV, "hunyuan_video_15": TINY_HV15, "wan21": TINY_WAN21, "wan22_ti2v": TINY_WAN22_5B}
+"""Tiny configuration per architecture (det_core.arch names)."""
+TINY_FILES = {"hunyuan_video": TINY_HV_FILE, "hunyuan_video_15": "det_tiny_hunyuan_video_15.safetensors",
+              "wan21": "det_tiny_wan21.safetensors", "wan22_ti2v": "det_tiny_wan22_ti2v_5b.safetensors"}
+TINY_WAN22_LOW_FILE = "det_tiny_wan22_low_noise.safetensors"
+"""A second tiny Wan 2.1-shaped model (another seed): the low-noise expert of a tiny Wan 2.2 A14B pair, whose
+high-noise expert is TINY_FILES['wan21']."""
+TEXT_WIDTH = {"hunyuan_video": TINY_TEXT_DIM, "hunyuan_video_15": TINY_TEXT_DIM, "wan21": 4096, "wan22_ti2v": 4096}
 
-    model = HunyuanVideo(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu", **TINY_HV)
+
+def tiny_state_dict(arch_name: str = "hunyuan_video", seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random weights for ComfyUI's transformer of `arch_name` at its tiny config, with ComfyUI's key
+    names."""
+    import comfy.ops
+
+    from det_core.arch import arch_named, transformer_class
+
+    cls = transformer_class(arch_named(arch_name))
+    model = cls(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu", **TINY[arch_name])
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for name, p in sorted(model.state_dict().items()):
@@ -41,31 +67,45 @@ def tiny_hunyuan_video_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return sd
 
 
-def write_tiny_hunyuan_video(path: str, seed: int = 0) -> str:
+def tiny_hunyuan_video_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    return tiny_state_dict("hunyuan_video", seed)
+
+
+def write_tiny(arch_name: str, path: str, seed: int = 0) -> str:
+    """The tiny model of `arch_name` saved as its release names its weights (ComfyUI's stock loader detects it)."""
     from safetensors.torch import save_file
 
-    from miniworld.model import to_original  # the original release's key names, checked by round trip
+    sd = tiny_state_dict(arch_name, seed)
+    if arch_name.startswith("hunyuan_video"):
+        from miniworld.model import to_original  # the original release's key names, checked by round trip
 
-    original = to_original(tiny_hunyuan_video_state_dict(seed), TINY_HV)
+        sd = to_original(sd, TINY[arch_name])
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    save_file(original, path, metadata={"det.test": "tiny random HunyuanVideo", "seed": str(seed)})
+    save_file(sd, path, metadata={"det.test": f"tiny random {arch_name}", "seed": str(seed)})
     return path
+
+
+def write_tiny_hunyuan_video(path: str, seed: int = 0) -> str:
+    return write_tiny("hunyuan_video", path, seed)
 
 
 def import_comfy(host_dir: str) -> None:
     """Make the host's `comfy` package importable in this process (the tests build models with it)."""
-    from det_core.hunyuan import use_comfy
+    from det_core.comfy_models import use_comfy
 
     use_comfy(host_dir)
 
 
-def tiny_transformer(seed: int = 0):
-    """ComfyUI's HunyuanVideo transformer at the tiny size with seeded weights, in this process (import_comfy first)."""
+def tiny_transformer(seed: int = 0, arch_name: str = "hunyuan_video"):
+    """ComfyUI's transformer of `arch_name` at the tiny size with seeded weights, in this process (import_comfy
+    first)."""
     import comfy.ops
-    from comfy.ldm.hunyuan_video.model import HunyuanVideo
 
-    model = HunyuanVideo(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu", **TINY_HV)
-    model.load_state_dict(tiny_hunyuan_video_state_dict(seed))
+    from det_core.arch import arch_named, transformer_class
+
+    cls = transformer_class(arch_named(arch_name))
+    model = cls(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu", **TINY[arch_name])
+    model.load_state_dict(tiny_state_dict(arch_name, seed))
     return model.eval().requires_grad_(False)
 
 

@@ -38,7 +38,7 @@ def finetune_blocks(model, samples: torch.Tensor, conditioning, steps: int, lear
         dm = base.diffusion_model
         # every block checkpointed on copies of its inputs (the pack's training path), no adapter applied
         empty = DeTAdapter(AdapterMeta(channels=dm.hidden_size, blocks={"double": [], "single": []}))
-        remove = install(dm, forward_patches(dm, DeTRuntime(empty, [], []), mode="train"))
+        remove = install(dm, forward_patches(dm, DeTRuntime(empty, {}), mode="train"))
         trainable = torch.nn.ModuleList([dm.double_blocks, dm.single_blocks])
         kwargs = {"c_crossattn": cross_attn.clone(), "y": extras["pooled_output"].clone(),
                   "guidance": torch.tensor([guidance])}

@@ -9,7 +9,7 @@ from comfy_api.latest import io, ui
 
 from ..det_core.adapter import DeTAdapter
 from .common import (ADAPTER_FOLDER, DetAdapterType, adapter_files, adapter_output_path, applied_blocks, attach,
-                     check_finite)
+                     check_finite, video_transformer)
 
 
 def strength_inputs() -> list:
@@ -17,9 +17,11 @@ def strength_inputs() -> list:
         io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.05,
                        tooltip="Multiplier of the adapter output (0 = off, 1 = as trained)."),
         io.String.Input("double_blocks", default="trained",
-                        tooltip="Double-stream blocks to apply: 'trained' (all that have an adapter) or a list like '0-9'."),
+                        tooltip="Blocks to apply: HunyuanVideo's double-stream blocks, Wan's blocks. 'trained' (all "
+                                "that have an adapter) or a list like '0-9'."),
         io.String.Input("single_blocks", default="trained",
-                        tooltip="Single-stream blocks to apply: 'trained' or a list like '0-5', 'none'."),
+                        tooltip="HunyuanVideo's single-stream blocks to apply: 'trained' or a list like '0-5', "
+                                "'none'. Wan has none."),
         io.Float.Input("keep_fraction", default=1.0, min=0.0, max=1.0, step=0.05,
                        tooltip="Keep only the first fraction of the applied blocks by depth (the DeT code's 'drop "
                                "ratio' is 1 - this; its CogVideoX runs kept about 0.35)."),
@@ -89,8 +91,9 @@ class DeTPatchModel(io.ComfyNode):
             node_id="DeTPatchModel",
             display_name="Patch Model with DeT",
             category="DeT",
-            description="Returns a copy of the HunyuanVideo MODEL with the DeT adapter applied, for any sampler.",
-            inputs=[io.Model.Input("model", tooltip="HunyuanVideo from Load Diffusion Model."),
+            description="Returns a copy of the video MODEL with the DeT adapter applied, for any sampler.",
+            inputs=[io.Model.Input("model", tooltip="The video model the adapter was trained on (Load Diffusion "
+                                                    "Model)."),
                     DetAdapterType.Input("adapter", tooltip="A trained DeT adapter."), *strength_inputs()],
             outputs=[io.Model.Output()],
         )
@@ -98,8 +101,9 @@ class DeTPatchModel(io.ComfyNode):
     @classmethod
     def execute(cls, model, adapter, strength, double_blocks, single_blocks, keep_fraction):
         check_finite(strength=strength, keep_fraction=keep_fraction)
-        double, single = applied_blocks(adapter, double_blocks, single_blocks, keep_fraction)
-        patched, _ = attach(model, adapter, double, single, strength)
+        arch, _ = video_transformer(model)
+        patched, _ = attach(model, adapter, applied_blocks(arch, adapter, double_blocks, single_blocks, keep_fraction),
+                            strength)
         return io.NodeOutput(patched)
 
 

@@ -1,5 +1,5 @@
-"""What the DeT nodes share: socket types, the HunyuanVideo check, attaching an adapter to a MODEL, the adapters
-folder."""
+"""What the DeT nodes share: socket types, the model check (det_core.arch), attaching an adapter to a MODEL, the
+adapters folder."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..det_core.adapter import DeTAdapter, keep_first_fraction, parse_blocks
+from ..det_core.arch import Arch, arch_of, block_counts, hidden_size, patch_size
 from ..det_core.patch import DeTRuntime, forward_patches
 
 # Socket types, declared once.
@@ -64,50 +65,62 @@ def torch_device(choice: str):
     return torch.device(choice)
 
 
-def hunyuan_transformer(model):
-    """The HunyuanVideo transformer inside a MODEL, or a ValueError that says what to load instead."""
-    from comfy.ldm.hunyuan_video.model import HunyuanVideo
-
-    dm = getattr(getattr(model, "model", None), "diffusion_model", None)
-    if not isinstance(dm, HunyuanVideo):
-        got = type(dm).__name__ if dm is not None else type(model).__name__
-        raise ValueError(f"DeT needs a HunyuanVideo model, got {got}; load hunyuan_video_t2v_720p_bf16.safetensors "
-                         f"with Load Diffusion Model (UNETLoader)")
-    return dm
+def video_transformer(model) -> tuple[Arch, object]:
+    """(architecture, transformer) of a MODEL, or a ValueError naming the supported models."""
+    arch = arch_of(model)
+    return arch, model.model.diffusion_model
 
 
-def attach(model, adapter: DeTAdapter, double: list[int], single: list[int], strength: float = 1.0,
+def attach(model, adapter: DeTAdapter, applied: dict[str, list[int]], strength: float = 1.0,
            mode: str = "inference", feature_block: tuple[str, int] | None = None):
     """A clone of `model` with the adapter patched into the chosen blocks (the user's MODEL is not changed)."""
-    dm = hunyuan_transformer(model)
-    adapter.check_fits(dm.hidden_size, len(dm.double_blocks), len(dm.single_blocks), "the DeT adapter")
-    runtime = DeTRuntime(adapter, double, single, strength, feature_block)
+    arch, dm = video_transformer(model)
+    adapter.check_fits(arch.name, hidden_size(arch, dm), block_counts(arch, dm), "the DeT adapter")
+    runtime = DeTRuntime(adapter, applied, strength, feature_block)
     patched = model.clone()
     for name, fn in forward_patches(dm, runtime, mode).items():
         patched.add_object_patch(f"diffusion_model.{name}", fn)
     return patched, runtime
 
 
-def applied_blocks(adapter: DeTAdapter, double_spec: str, single_spec: str, keep_fraction: float):
+BLOCK_INPUTS = ("double_blocks", "single_blocks")
+"""The block-choice widgets: the first names the architecture's first block group (HunyuanVideo's double-stream
+blocks, Wan's blocks), the second its second group (HunyuanVideo's single-stream blocks; Wan has none)."""
+
+
+def specs_by_kind(arch: Arch, specs: tuple[str, str], empty: tuple[str, ...] = ("", "none")) -> dict[str, str]:
+    """Block-choice widget values -> {block kind: spec} for this architecture; a choice for a group the model
+    does not have is refused unless it is empty."""
+    out = {}
+    for k, spec in enumerate(specs):
+        if k < len(arch.groups):
+            out[arch.groups[k].kind] = spec
+        elif (spec or "").strip().lower() not in empty:
+            raise ValueError(f"{BLOCK_INPUTS[k]}={spec!r}: {arch.label} has one list of blocks, chosen by "
+                             f"{BLOCK_INPUTS[0]}; set {BLOCK_INPUTS[k]} to none")
+    return out
+
+
+def applied_blocks(arch: Arch, adapter: DeTAdapter, double_spec: str, single_spec: str,
+                   keep_fraction: float) -> dict[str, list[int]]:
     """Blocks to apply at inference: the chosen trained blocks, then only the first `keep_fraction` by depth
-    (double-stream blocks come before single-stream ones), as the DeT authors' 'drop ratio' does."""
+    (HunyuanVideo's double-stream blocks come before its single-stream ones), as the DeT authors' 'drop ratio'
+    does."""
     chosen = {}
-    for kind, spec in (("double", double_spec), ("single", single_spec)):
+    for kind, spec in specs_by_kind(arch, (double_spec, single_spec), ("", "none", "trained", "all")).items():
         trained = adapter.indices(kind)
         if (spec or "").strip().lower() in ("trained", "all"):
             chosen[kind] = trained
             continue
         top = max(trained, default=-1) + 1
-        picked = parse_blocks(spec, max(top, 1000), f"applied {kind}-stream blocks")
+        picked = parse_blocks(spec, max(top, 1000), f"applied {arch.group(kind).label}")
         missing = [i for i in picked if i not in trained]
         if missing:
-            raise ValueError(f"applied {kind}-stream blocks {missing} have no trained adapter; trained: {trained}")
+            raise ValueError(f"applied {arch.group(kind).label} {missing} have no trained adapter; trained: {trained}")
         chosen[kind] = picked
-    order = [("double", i) for i in chosen["double"]] + [("single", i) for i in chosen["single"]]
-    kept = keep_first_fraction(list(range(len(order))), keep_fraction)
-    kept_set = {order[k] for k in kept}
-    return ([i for i in chosen["double"] if ("double", i) in kept_set],
-            [i for i in chosen["single"] if ("single", i) in kept_set])
+    order = [(kind, i) for kind in arch.kinds for i in chosen.get(kind, [])]
+    kept = {order[k] for k in keep_first_fraction(list(range(len(order))), keep_fraction)}
+    return {kind: [i for i in chosen.get(kind, []) if (kind, i) in kept] for kind in arch.kinds}
 
 
 def adapter_files() -> list[str]:
@@ -126,19 +139,19 @@ def check_finite(**values: float) -> None:
             raise ValueError(f"{name}={value!r}: must be a finite number (NaN and infinity are refused)")
 
 
-def check_video_latent(dm, samples, what: str) -> None:
-    """The latent must be [B, C, T, H, W] with the model's channels and a size its 2x2 patches tile."""
+def check_video_latent(arch: Arch, dm, samples, what: str) -> None:
+    """The latent must be [B, C, T, H, W] with the model's latent channels and a size its patches tile."""
     if samples.ndim != 5:
         raise ValueError(f"{what} must be a video latent [B, C, T, H, W], got {tuple(samples.shape)}")
-    channels = dm.img_in.proj.in_channels
+    channels = arch.latent_channels
     if samples.shape[1] != channels:
-        raise ValueError(f"{what} has {samples.shape[1]} channels but this HunyuanVideo takes {channels}: encode "
-                         f"it with the HunyuanVideo VAE (or EmptyHunyuanLatentVideo)")
-    ph, pw = dm.patch_size[1:]
+        raise ValueError(f"{what} has {samples.shape[1]} channels but {arch.label} takes {channels}: encode it with "
+                         f"{arch.label}'s VAE (or its empty-latent node)")
+    _, ph, pw = patch_size(dm)
     h, w = samples.shape[3:]
     if h % ph or w % pw:
         raise ValueError(f"{what} is {w}x{h} latent cells, which the model's {pw}x{ph} patches do not tile: use a "
-                         f"video size in multiples of {8 * max(ph, pw)} pixels")
+                         f"video size in multiples of {arch.spatial_compression * max(ph, pw)} pixels")
     if not torch.isfinite(samples).all():
         raise ValueError(f"{what} holds NaN or infinite values: check what VAE Encode was given")
 

@@ -16,14 +16,15 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..det_core.adapter import AdapterMeta, DeTAdapter, parse_blocks
+from ..det_core.arch import block_counts, hidden_size
 from ..det_core.lowvram import hidden_parameters, keep_in_ram, last_blocks, streamed_blocks
 from ..det_core.patch import make_ordinary
 from ..det_core.plot import loss_curve_image
 from ..det_core.safe_load import load_weights_only
 from ..det_core.tracking import tracks_for_latent
-from ..det_core.train import OPTIMIZERS, StepLog, TrainConfig, train_adapter
+from ..det_core.train import OPTIMIZERS, TIMESTEP_SAMPLING, StepLog, TrainConfig, train_adapter
 from .common import (ADAPTER_FOLDER, DetAdapterType, TracksType, adapter_files, adapter_output_path, attach,
-                     check_finite, check_video_latent, hunyuan_transformer, optimizer_state_path)
+                     check_finite, check_video_latent, optimizer_state_path, specs_by_kind, video_transformer)
 
 log = logging.getLogger("DeT")
 MESSAGE = "det.train"  # websocket event with the live loss, read by web/det.js
@@ -37,16 +38,18 @@ def _send(payload: dict) -> None:
         pass
 
 
-def _conditioning(conditioning, guidance: float) -> dict:
+def model_conds(base_model, conditioning, guidance: float, latent: torch.Tensor, spatial: int) -> dict:
+    """The keyword arguments of `apply_model` for this conditioning and latent, made by the model's own input
+    preparation (`extra_conds`: text, pooled text, attention mask, embedded guidance, and `concat_cond`'s extra
+    input channels such as HunyuanVideo 1.5's image-condition and mask channels), as a sampler makes them."""
     if not conditioning:
         raise ValueError("the conditioning is empty; connect a text encoder output (the reference caption)")
     cross_attn, extras = conditioning[0]
-    kwargs = {"c_crossattn": cross_attn, "guidance": torch.tensor([guidance], dtype=torch.float32)}
-    if extras.get("pooled_output") is not None:
-        kwargs["y"] = extras["pooled_output"]
-    if extras.get("attention_mask") is not None:
-        kwargs["attention_mask"] = extras["attention_mask"]
-    return kwargs
+    params = dict(extras)
+    params.update(cross_attn=cross_attn, guidance=guidance, device=latent.device, noise=latent,
+                  width=latent.shape[-1] * spatial, height=latent.shape[-2] * spatial, prompt_type="positive")
+    out = base_model.extra_conds(**params)
+    return {k: (v.cond.clone() if torch.is_tensor(v.cond) else v.cond) for k, v in out.items()}
 
 
 def _normal_tree(obj):
@@ -67,11 +70,12 @@ class DeTTrainAdapter(io.ComfyNode):
             node_id="DeTTrainAdapter",
             display_name="Train DeT Adapter",
             category="DeT",
-            description="Trains a DeT temporal-convolution adapter on one reference video (frozen HunyuanVideo, flow "
-                        "matching plus the dense tracking loss). Saves into models/det_adapters/ every N steps, at "
-                        "the end and when interrupted.",
+            description="Trains a DeT temporal-convolution adapter on one reference video (frozen video model: "
+                        "HunyuanVideo, HunyuanVideo 1.5, Wan 2.1 or Wan 2.2; flow matching plus the dense tracking "
+                        "loss). Saves into models/det_adapters/ every N steps, at the end and when interrupted.",
             inputs=[
-                io.Model.Input("model", tooltip="HunyuanVideo from Load Diffusion Model."),
+                io.Model.Input("model", tooltip="The video model from Load Diffusion Model (for Wan 2.2 A14B: the "
+                                                "high-noise expert, with timestep_min 875)."),
                 io.Latent.Input("latent", tooltip="The reference video's latents (VAE Encode of its frames)."),
                 io.Conditioning.Input("conditioning", tooltip="The reference video's caption, text-encoded."),
                 io.Int.Input("steps", default=500, min=1, max=100000, tooltip="Total training steps (the paper: 500)."),
@@ -80,16 +84,19 @@ class DeTTrainAdapter(io.ComfyNode):
                 io.Int.Input("mid_dim", default=128, min=1, max=4096, tooltip="Channels inside the adapter (m)."),
                 io.Int.Input("kernel_size", default=3, min=1, max=15, step=2, tooltip="Temporal kernel size (odd)."),
                 io.String.Input("double_blocks", default="all",
-                                tooltip="Double-stream blocks that get an adapter: 'all', 'none' or a list like '0-9'."),
+                                tooltip="Blocks that get an adapter: HunyuanVideo's double-stream blocks, Wan's "
+                                        "blocks. 'all', 'none' or a list like '0-9'."),
                 io.String.Input("single_blocks", default="none",
-                                tooltip="Single-stream blocks that get an adapter: 'none', 'all' or a list."),
+                                tooltip="HunyuanVideo's single-stream blocks that get an adapter: 'none', 'all' or a "
+                                        "list. Wan and HunyuanVideo 1.5 have none."),
                 io.Float.Input("tracking_weight", default=0.1, min=0.0, max=100.0, step=0.01,
                                tooltip="Weight of the dense tracking loss (the paper: 0.1). Needs TRACKS."),
                 io.Combo.Input("tracking_features", options=["x0", "block"], default="x0",
                                tooltip="Where the tracking loss reads features: the predicted clean latent (as the "
                                        "public code) or the video tokens after `feature_block`."),
                 io.String.Input("feature_block", default="double:19",
-                                tooltip="For tracking_features=block: 'double:<i>' or 'single:<i>'."),
+                                tooltip="For tracking_features=block: 'double:<i>' or 'single:<i>' (HunyuanVideo), "
+                                        "'blocks:<i>' (Wan)."),
                 io.Float.Input("guidance", default=6.0, min=0.0, max=100.0, step=0.1,
                                tooltip="Embedded guidance fed during training (DeT: 6)."),
                 io.Int.Input("warmup_steps", default=100, min=0, max=100000,
@@ -128,6 +135,14 @@ class DeTTrainAdapter(io.ComfyNode):
                                        "chosen here); on the CPU it keeps your settings. manual: your settings."),
                 io.Float.Input("vram_budget_gib", default=0.0, min=0.0, max=4096.0, step=0.5, optional=True,
                                tooltip="For memory=auto: the GiB to plan for; 0 reads the free VRAM at run time."),
+                io.Combo.Input("timestep_sampling", options=list(TIMESTEP_SAMPLING), default="uniform", optional=True,
+                               tooltip="How each step's noise level is drawn from the model's schedule: uniform, or "
+                                       "logit-normal (more mid-range noise; the authors' Wan runs)."),
+                io.Float.Input("timestep_min", default=0.0, min=0.0, max=1000.0, step=1.0, optional=True,
+                               tooltip="Train only on timesteps (sigma x 1000) from this one up: 875 for Wan 2.2 "
+                                       "A14B's high-noise expert."),
+                io.Float.Input("timestep_max", default=1000.0, min=0.0, max=1000.0, step=1.0, optional=True,
+                               tooltip="Train only on timesteps up to this one (875 for a low-noise expert)."),
             ],
             outputs=[DetAdapterType.Output(display_name="adapter"), io.Image.Output(display_name="loss_curve"),
                      io.String.Output(display_name="info")],
@@ -149,43 +164,56 @@ class DeTTrainAdapter(io.ComfyNode):
     def execute(cls, model, latent, conditioning, steps, learning_rate, mid_dim, kernel_size, double_blocks,
                 single_blocks, tracking_weight, tracking_features, feature_block, guidance, warmup_steps, optimizer,
                 seed, output_name, checkpoint_every, overwrite, resume_from, swap_blocks=0, offload_activations=False,
-                tracks=None, caption="", tracking_max_timestep=400.0, memory="auto", vram_budget_gib=0.0):
+                tracks=None, caption="", tracking_max_timestep=400.0, memory="auto", vram_budget_gib=0.0,
+                timestep_sampling="uniform", timestep_min=0.0, timestep_max=1000.0):
         # 1. check everything before any heavy work
-        dm = hunyuan_transformer(model)
+        arch, dm = video_transformer(model)
         check_finite(learning_rate=learning_rate, tracking_weight=tracking_weight, guidance=guidance,
-                     tracking_max_timestep=tracking_max_timestep)
+                     tracking_max_timestep=tracking_max_timestep, timestep_min=timestep_min, timestep_max=timestep_max)
         samples = latent["samples"]
         if samples.ndim != 5 or samples.shape[0] != 1:
             raise ValueError(f"the reference latent must be one video [1, C, T, H, W], got {tuple(samples.shape)}; "
                              f"VAE-encode a single clip")
-        check_video_latent(dm, samples, "the reference latent")
+        check_video_latent(arch, dm, samples, "the reference latent")
         out_path = adapter_output_path(output_name)
         resume_path = None if resume_from == "none" else folder_paths.get_full_path_or_raise(ADAPTER_FOLDER, resume_from)
         if os.path.exists(out_path) and not overwrite and out_path != resume_path:
             raise ValueError(f"{out_path} exists; turn on overwrite, resume from it, or choose another output_name")
         config = TrainConfig(steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
                              tracking_weight=tracking_weight, optimizer=optimizer, seed=seed,
-                             tracking_max_timestep=tracking_max_timestep,
+                             tracking_max_timestep=tracking_max_timestep, timestep_sampling=timestep_sampling,
+                             timestep_min=timestep_min, timestep_max=timestep_max,
                              checkpoint_every=checkpoint_every,
                              tracking_features="x0" if tracking_features == "x0" else feature_block)
         notes: list[str] = []
-        latent_tracks = _latent_tracks(tracks, samples, notes)
+        if tracks is not None and tracking_weight > 0 and timestep_min > tracking_max_timestep:
+            raise ValueError(f"the tracking loss would never run: tracking_max_timestep={tracking_max_timestep:g} is "
+                             f"below timestep_min={timestep_min:g}; raise tracking_max_timestep (to {timestep_max:g} "
+                             f"for the whole range) or set tracking_weight to 0")
+        latent_tracks = _latent_tracks(tracks, samples, arch.spatial_compression, notes)
         # 2. the adapter: new, or the one to resume with its optimizer state and loss log
         if resume_path:
             adapter, opt_state, history = _resume(resume_path, steps, notes)
         else:
-            adapter, opt_state, history = _new_adapter(dm, double_blocks, single_blocks, mid_dim, kernel_size, seed), None, []
+            adapter, opt_state, history = _new_adapter(arch, dm, double_blocks, single_blocks, mid_dim, kernel_size,
+                                                       seed), None, []
+        adapter.check_fits(arch.name, hidden_size(arch, dm), block_counts(arch, dm), os.path.basename(resume_path or
+                                                                                                      out_path))
         reserve = 0
         if memory == "auto":
             swap_blocks, offload_activations, config.optimizer, reserve = _auto_memory(
-                model, dm, adapter, samples, conditioning, vram_budget_gib, swap_blocks, offload_activations,
+                model, arch, dm, adapter, samples, conditioning, vram_budget_gib, swap_blocks, offload_activations,
                 config.optimizer, saved_optimizer_kind(opt_state), notes)
         adapter.meta.prompt = caption or adapter.meta.prompt
         adapter.meta.tracking_weight = tracking_weight if tracks is not None else 0.0
         adapter.meta.extra.update({"seed": str(seed), "learning_rate": f"{learning_rate:g}",
-                                   "tracking_features": config.tracking_features})
+                                   "tracking_features": config.tracking_features,
+                                   "timestep_sampling": timestep_sampling,
+                                   "timesteps": f"{timestep_min:g}-{timestep_max:g}"})
+        _compare_with_defaults(arch, learning_rate, kernel_size if not resume_path else adapter.meta.kernel_size,
+                               timestep_sampling, notes)
         # 3. train on a patched clone of the model
-        logs = _train_on_clone(model, adapter, config, samples, _conditioning(conditioning, guidance), latent_tracks,
+        logs = _train_on_clone(model, arch, adapter, config, samples, (conditioning, guidance), latent_tracks,
                                opt_state, history, swap_blocks, offload_activations, out_path,
                                str(cls.hidden.unique_id), notes, reserve)
         # 4. outputs
@@ -197,12 +225,23 @@ class DeTTrainAdapter(io.ComfyNode):
         return io.NodeOutput(adapter, image, info, ui=ui.PreviewImage(image, cls=cls))
 
 
-def _auto_memory(model, dm, adapter, samples, conditioning, budget_gib, swap_blocks, offload_activations, optimizer,
-                 saved_optimizer, notes: list[str]):
+def _compare_with_defaults(arch, learning_rate, kernel_size, timestep_sampling, notes: list[str]) -> None:
+    """A note when the main settings differ from the ones given for this model (det_core.arch)."""
+    d = arch.defaults
+    differ = [f"{name} {ours:g}" if isinstance(ours, float) else f"{name} {ours}"
+              for name, ours, given in (("learning_rate", d["learning_rate"], learning_rate),
+                                        ("kernel_size", d["kernel_size"], kernel_size),
+                                        ("timestep_sampling", d["timestep_sampling"], timestep_sampling))
+              if ours != given]
+    if differ:
+        notes.append(f"{arch.label}: the README's settings for it differ here ({', '.join(differ)})")
+
+
+def _auto_memory(model, arch, dm, adapter, samples, conditioning, budget_gib, swap_blocks, offload_activations,
+                 optimizer, saved_optimizer, notes: list[str]):
     """memory=auto: (swap_blocks, offload_activations, optimizer) from the planner for this model, latent and
     adapter, fitting the stated budget or the free VRAM; the user's settings on the CPU without a budget."""
-    from ..det_core.hunyuan import model_arguments
-    from ..det_core.vram import GIB, Shape, auto_setting
+    from ..det_core.vram import GIB, Shape, auto_setting, model_arguments
 
     device = mm.get_torch_device()
     if not budget_gib:
@@ -214,9 +253,11 @@ def _auto_memory(model, dm, adapter, samples, conditioning, budget_gib, swap_blo
         held = sum(m.model_loaded_memory() for m in getattr(mm, "current_loaded_models", [])
                    if getattr(m, "model", None) is not None and m.device == device)
         budget_gib = (mm.get_free_memory(device) + held) / GIB
-    config = model_arguments(model.model.model_config.unet_config)
+    config = model_arguments(arch, model.model.model_config.unet_config)
     t, h, w = samples.shape[2:]  # patchable: check_video_latent ran before
-    shape = Shape((t - 1) * 4 + 1, h * 8, w * 8, text_tokens=int(conditioning[0][0].shape[1]))
+    sc = arch.spatial_compression
+    shape = Shape((t - 1) * arch.temporal_compression + 1, h * sc, w * sc, text_tokens=int(conditioning[0][0].shape[1]),
+                  arch=arch.name)
     fp8 = any(m.weight.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) for m in dm.modules()
               if isinstance(m, torch.nn.Linear))
     try:
@@ -226,7 +267,7 @@ def _auto_memory(model, dm, adapter, samples, conditioning, budget_gib, swap_blo
         optimizers = ("adamw",)
     if saved_optimizer is not None:  # a resumed run keeps the optimizer its saved state belongs to
         optimizers = (saved_optimizer,)
-    pick = auto_setting(config, shape, adapter.indices("double"), adapter.indices("single"), adapter.meta.mid_dim,
+    pick = auto_setting(arch, config, shape, {k: adapter.indices(k) for k in arch.kinds}, adapter.meta.mid_dim,
                         adapter.meta.kernel_size, budget_gib, "fp8_e4m3fn" if fp8 else "bf16", optimizers,
                         log=lambda msg: log.info("[DeT] %s", msg))
     s = pick["setting"]
@@ -245,24 +286,26 @@ def saved_optimizer_kind(state: dict | None) -> str | None:
     return "adamw8bit" if any("state1" in p for p in per_param) else "adamw"
 
 
-def _latent_tracks(tracks, samples, notes: list[str]):
+def _latent_tracks(tracks, samples, spatial: int, notes: list[str]):
     """TRACKS on the latent's frames, or None (and a note) without tracks."""
     if tracks is None:
         notes.append("no TRACKS connected: trained without the tracking loss")
         return None
     t_lat, h_lat, w_lat = samples.shape[2:]
-    size = tracks.get("image_size") or (w_lat * 8, h_lat * 8)
+    size = tracks.get("image_size") or (w_lat * spatial, h_lat * spatial)
     return tracks_for_latent(tracks["track_path"], tracks["track_visibility"], size, t_lat)
 
 
-def _new_adapter(dm, double_blocks, single_blocks, mid_dim, kernel_size, seed) -> DeTAdapter:
-    blocks = {"double": parse_blocks(double_blocks, len(dm.double_blocks), "double_blocks"),
-              "single": parse_blocks(single_blocks, len(dm.single_blocks), "single_blocks")}
-    if not blocks["double"] and not blocks["single"]:
+def _new_adapter(arch, dm, double_blocks, single_blocks, mid_dim, kernel_size, seed) -> DeTAdapter:
+    counts = block_counts(arch, dm)
+    blocks = {kind: parse_blocks(spec, counts[kind], f"{arch.label} {arch.group(kind).label}")
+              for kind, spec in specs_by_kind(arch, (double_blocks, single_blocks)).items()}
+    if not any(blocks.values()):
         raise ValueError("no blocks chosen: set double_blocks (e.g. 'all') or single_blocks")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return DeTAdapter(AdapterMeta(channels=dm.hidden_size, mid_dim=mid_dim, kernel_size=kernel_size, blocks=blocks))
+        return DeTAdapter(AdapterMeta(channels=hidden_size(arch, dm), mid_dim=mid_dim, kernel_size=kernel_size,
+                                      blocks=blocks, base_model=arch.name))
 
 
 def _resume(path: str, steps: int, notes: list[str]):
@@ -316,12 +359,12 @@ def _load(patched, swap_blocks: int, notes: list[str], reserve: int = 0) -> int:
     return 0
 
 
-def _train_on_clone(model, adapter, config, samples, cond, latent_tracks, opt_state, history, swap_blocks,
-                    offload_activations, out_path, node_id, notes, reserve=0) -> list[StepLog]:
+def _train_on_clone(model, arch, adapter, config, samples, conditioning, latent_tracks, opt_state, history,
+                    swap_blocks, offload_activations, out_path, node_id, notes, reserve=0) -> list[StepLog]:
     """Patch a clone of `model`, train `adapter` from its step count on, save checkpoints to `out_path`; returns
     the whole loss log (history included). Re-raises an interrupt after saving."""
     start, steps = adapter.meta.steps, config.steps
-    patched, runtime = attach(model, adapter, adapter.indices("double"), adapter.indices("single"), 1.0,
+    patched, runtime = attach(model, adapter, {k: adapter.indices(k) for k in arch.kinds}, 1.0,
                               mode="train", feature_block=config.feature_block())
     stream = _load(patched, swap_blocks, notes, reserve)
     device = patched.load_device
@@ -332,7 +375,7 @@ def _train_on_clone(model, adapter, config, samples, cond, latent_tracks, opt_st
         opt_state = _normal_tree(opt_state)
         adapter.to(device)
         x0 = patched.model.process_latent_in(samples.clone().to(device, torch.float32))
-        cond = {k: v.clone() if torch.is_tensor(v) else v for k, v in cond.items()}
+        cond = model_conds(patched.model, conditioning[0], conditioning[1], x0, arch.spatial_compression)
         if latent_tracks is not None:
             latent_tracks.xy, latent_tracks.visibility = latent_tracks.xy.clone(), latent_tracks.visibility.clone()
 

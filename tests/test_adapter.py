@@ -92,10 +92,13 @@ def test_loading_says_what_does_not_match(tmp_path):
     with pytest.raises(AdapterMismatch, match=r"wrong shapes.*double_blocks\.0\.down\.weight \(8, 32, 5\)"):
         DeTAdapter.load(bad)
     with pytest.raises(AdapterMismatch, match="hidden size 32, the model has 3072"):
-        a.check_fits(3072, 20, 40)
+        a.check_fits("hunyuan_video", 3072, {"double": 20, "single": 40})
     with pytest.raises(AdapterMismatch, match=r"double-stream blocks \[2\], the model has only 2"):
-        a.check_fits(32, 2, 2)
-    a.check_fits(32, 3, 2)
+        a.check_fits("hunyuan_video", 32, {"double": 2, "single": 2})
+    with pytest.raises(AdapterMismatch, match=r"trained on hunyuan_video \(hidden size 32\), the model is wan21 "
+                                              r"\(hidden size 32\)"):
+        a.check_fits("wan21", 32, {"blocks": 4})
+    a.check_fits("hunyuan_video", 32, {"double": 3, "single": 2})
     with pytest.raises(FileNotFoundError, match="models/det_adapters"):
         DeTAdapter.load(str(tmp_path / "missing.safetensors"))
 

@@ -168,7 +168,7 @@ def test_bad_input_gets_clear_errors(comfy, adapters_dir, input_dir, comfy_serve
                              patch={"class_type": "DeTPatchModel", "inputs": {"model": ["other", 0], "adapter": ["ad", 0],
                                     "strength": 1.0, "double_blocks": "trained", "single_blocks": "trained", "keep_fraction": 1.0}},
                              ks=ksampler(("patch", 0)), out=save_latent(("ks", 0), "other")),
-                 "DeT needs a HunyuanVideo model, got Linear")
+                 r"DeT does not support this model yet \(Linear\); supported are: HunyuanVideo")
     # tracks whose frame count fits neither the latent nor 4k+1 pixel frames; tracks with no visible point
     arr = np.random.default_rng(0).random((20, 8, 3)).astype(np.float32)
     np.save(os.path.join(input_dir, "tracks20.npy"), arr)
@@ -190,7 +190,7 @@ def test_bad_input_gets_clear_errors(comfy, adapters_dir, input_dir, comfy_serve
     # a latent of another model, one the 2x2 patches cannot tile, and a name too long for a file: before any step
     ltx = train_graph(None, output_name="ltx", steps=2)
     ltx["ref"] = {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": 64, "height": 64, "length": 9, "batch_size": 1}}
-    expect_error(comfy, ltx, "the reference latent has 128 channels but this HunyuanVideo takes 16")
+    expect_error(comfy, ltx, "the reference latent has 128 channels but HunyuanVideo takes 16")
     odd = train_graph(None, output_name="odd", steps=2)
     odd["ref"]["inputs"]["height"] = 5
     expect_error(comfy, odd, r"the reference latent is 8x5 latent cells, which the model's 2x2 patches do not tile")

@@ -40,7 +40,7 @@ def capture(module, kind="input", store=None):
 def test_zero_initialised_adapter_changes_nothing(tiny_transformer):
     inputs = tiny_inputs()
     ref = run(tiny_transformer, inputs)
-    runtime = DeTRuntime(adapter_for({"double": [0, 1], "single": [0, 1]}), [0, 1], [0, 1])
+    runtime = DeTRuntime(adapter_for({"double": [0, 1], "single": [0, 1]}), {"double": [0, 1], "single": [0, 1]})
     remove = install(tiny_transformer, forward_patches(tiny_transformer, runtime))
     assert torch.equal(run(tiny_transformer, inputs), ref)
     remove()
@@ -61,7 +61,7 @@ def test_double_block_computes_img_plus_gate_times_proj_plus_adapter(tiny_transf
     x_mod, attn_proj = qkv_in["in_args"][0], proj_out["out"]
     # 2. the patched block on the same inputs
     adapter = adapter_for({"double": [1]}, seed=3)
-    runtime = DeTRuntime(adapter, [1], [], strength=0.7, grid=(3, 3, 4))
+    runtime = DeTRuntime(adapter, {"double": [1]}, strength=0.7, grid=(3, 3, 4))
     remove = install(m, forward_patches(m, runtime))
     kwargs = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in blk_in["in_kwargs"].items()}
     with torch.no_grad():
@@ -91,7 +91,7 @@ def test_single_block_adds_the_adapter_to_the_video_attention_part_of_linear2(ti
     vec = blk_in["in_kwargs"]["vec"]
     n_video = 3 * 3 * 4
     adapter = adapter_for({"single": [0]}, seed=4)
-    runtime = DeTRuntime(adapter, [], [0], grid=(3, 3, 4))
+    runtime = DeTRuntime(adapter, {"single": [0]}, grid=(3, 3, 4))
     remove = install(m, forward_patches(m, runtime))
     args = [a.clone() if torch.is_tensor(a) else a for a in blk_in["in_args"]]
     with torch.no_grad():
@@ -110,7 +110,7 @@ def test_single_block_adds_the_adapter_to_the_video_attention_part_of_linear2(ti
 
 def test_one_adapter_at_two_sizes_and_frame_counts(tiny_transformer):
     adapter = adapter_for({"double": [0, 1]}, seed=5)
-    runtime = DeTRuntime(adapter, [0, 1], [])
+    runtime = DeTRuntime(adapter, {"double": [0, 1]})
     remove = install(tiny_transformer, forward_patches(tiny_transformer, runtime))
     for (t, h, w) in [(3, 6, 8), (5, 4, 10)]:
         inputs = tiny_inputs(t, h, w)
@@ -123,17 +123,17 @@ def test_one_adapter_at_two_sizes_and_frame_counts(tiny_transformer):
 def test_patches_come_off_and_check_the_model(tiny_transformer):
     inputs = tiny_inputs()
     ref = run(tiny_transformer, inputs)
-    runtime = DeTRuntime(adapter_for({"double": [0]}, seed=6), [0], [])
+    runtime = DeTRuntime(adapter_for({"double": [0]}, seed=6), {"double": [0]})
     remove = install(tiny_transformer, forward_patches(tiny_transformer, runtime))
     assert not torch.equal(run(tiny_transformer, inputs), ref)
     remove()
     assert torch.equal(run(tiny_transformer, inputs), ref)
     assert "forward" not in tiny_transformer.double_blocks[0].img_attn.qkv.__dict__
     with pytest.raises(ValueError, match=r"double-stream block 1 has no trained adapter; trained: \[0\]"):
-        forward_patches(tiny_transformer, DeTRuntime(adapter_for({"double": [0]}), [0, 1], []))
+        forward_patches(tiny_transformer, DeTRuntime(adapter_for({"double": [0]}), {"double": [0, 1]}))
     wide = DeTAdapter(AdapterMeta(channels=3072, mid_dim=4, blocks={"double": [0]}))
     with pytest.raises(ValueError, match="hidden size 3072, the model has 128"):
-        forward_patches(tiny_transformer, DeTRuntime(wide, [0], []))
+        forward_patches(tiny_transformer, DeTRuntime(wide, {"double": [0]}))
 
 
 def test_training_gradient_equals_finite_differences(tiny_transformer):
@@ -143,7 +143,7 @@ def test_training_gradient_equals_finite_differences(tiny_transformer):
     m = tiny_transformer.double()
     inputs = {k: v.double() for k, v in tiny_inputs(seed=3).items()}
     adapter = adapter_for({"double": [0, 1], "single": [0, 1]}, seed=4).double()
-    runtime = DeTRuntime(adapter, [0, 1], [0, 1])
+    runtime = DeTRuntime(adapter, {"double": [0, 1], "single": [0, 1]})
     remove = install(m, forward_patches(m, runtime, mode="train"))
     g = torch.Generator().manual_seed(5)
     direction = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in adapter.named_parameters()}

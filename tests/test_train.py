@@ -8,7 +8,7 @@ from det_core.adapter import AdapterMeta, DeTAdapter
 from det_core.patch import DeTRuntime, forward_patches, install
 from det_core.tracking import LatentTracks
 from det_core.train import TrainConfig, train_adapter
-from det_core.hunyuan import flow_sampling, x0_predictor
+from det_core.comfy_models import flow_sampling, x0_predictor
 
 
 def setup(model, seed=0, blocks=(0, 1), mode="train"):
@@ -16,7 +16,7 @@ def setup(model, seed=0, blocks=(0, 1), mode="train"):
     torch.manual_seed(seed)
     for a in adapter.double_blocks.values():
         torch.nn.init.normal_(a.down.weight, std=1.0 / 20)
-    runtime = DeTRuntime(adapter, list(blocks), [])
+    runtime = DeTRuntime(adapter, {"double": list(blocks)})
     remove = install(model, forward_patches(model, runtime, mode))
     inputs = tiny_inputs(3, 6, 8, seed=11)
     sampling = flow_sampling()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from det_core.hunyuan import HUNYUAN_VIDEO_13B
+from det_core.arch import HUNYUAN_VIDEO, HUNYUAN_VIDEO_13B
 from det_core.vram import Setting, Shape, choose, measure, predict, what_would_fit
 
 GB13 = dict(HUNYUAN_VIDEO_13B)
@@ -17,7 +17,7 @@ GB13 = dict(HUNYUAN_VIDEO_13B)
 @pytest.fixture(scope="module")
 def full(comfy_host):
     """One training step (tracking loss, backward, AdamW) and one sampling step at 49 x 480 x 720."""
-    return measure(GB13, Shape(49, 480, 720))
+    return measure(HUNYUAN_VIDEO, GB13, Shape(49, 480, 720))
 
 
 def test_full_size_step_runs_and_holds_what_it_should(full):
@@ -53,8 +53,8 @@ def test_the_fake_run_measures_what_a_real_run_holds(comfy_host):
     """Several heads, a non-square latent and an odd number of latent frames, with real tensors and fake ones."""
     cfg = dict(GB13, hidden_size=384, num_heads=3, depth=2, depth_single_blocks=1, context_in_dim=32)
     shape = Shape(17, 48, 80, text_tokens=7)  # latent 5 x 6 x 10
-    fake = measure(cfg, shape, mid_dim=8)
-    real = measure(cfg, shape, mid_dim=8, fake=False)
+    fake = measure(HUNYUAN_VIDEO, cfg, shape, mid_dim=8)
+    real = measure(HUNYUAN_VIDEO, cfg, shape, mid_dim=8, fake=False)
     assert fake.latent == [5, 6, 10]
     assert fake.parked_bytes == real.parked_bytes == 3 * (5 * 3 * 5 + 7) * 384 * 2
     assert fake.train_activation_bytes == real.train_activation_bytes
@@ -62,7 +62,7 @@ def test_the_fake_run_measures_what_a_real_run_holds(comfy_host):
 
 
 def test_bad_sizes_are_refused_before_any_work():
-    with pytest.raises(ValueError, match="multiples of 16.*for example 720x480"):
+    with pytest.raises(ValueError, match="multiples of 16 .*for example 720x480"):
         Shape(49, 478, 721)
     with pytest.raises(ValueError, match="frames=0 must be a positive whole number"):
         Shape(0, 480, 720)

@@ -88,15 +88,17 @@ class DeTTestLatent(io.ComfyNode):
                 io.Int.Input("frames", default=13, min=1, max=64, tooltip="Latent frames."),
                 io.Int.Input("height", default=6, min=2, max=128, tooltip="Latent height."),
                 io.Int.Input("width", default=8, min=2, max=128, tooltip="Latent width."),
+                io.Int.Input("channels", default=16, min=1, max=128, optional=True,
+                             tooltip="Latent channels (HunyuanVideo and Wan 2.1: 16, HunyuanVideo 1.5: 32, Wan 2.2 5B: 48)."),
             ],
             outputs=[io.Latent.Output()],
         )
 
     @classmethod
-    def execute(cls, seed, frames, height, width):
+    def execute(cls, seed, frames, height, width, channels=16):
         g = torch.Generator().manual_seed(seed)
-        base = 0.3 * torch.randn(1, 16, 1, height, width, generator=g)
-        colour = torch.randn(1, 16, 1, 1, 1, generator=g)
+        base = 0.3 * torch.randn(1, channels, 1, height, width, generator=g)
+        colour = torch.randn(1, channels, 1, 1, 1, generator=g)
         yy, xx = torch.meshgrid(torch.arange(height).float(), torch.arange(width).float(), indexing="ij")
         blobs = []
         for t in range(frames):

@@ -1,0 +1,56 @@
+"""ComfyUI's video transformers outside a sampler: importing ComfyUI, the flow-matching sampling object and the x0
+predictor that the tests, the benchmarks and the memory planner call. ComfyUI is imported inside the functions, so
+this module loads without it. (Inside ComfyUI the nodes go through `BaseModel.apply_model` instead.)"""
+
+from __future__ import annotations
+
+import torch
+
+from .arch import HUNYUAN_VIDEO_13B  # noqa: F401  (re-exported for the benchmarks)
+
+
+def use_comfy(host_dir: str) -> None:
+    """Make a ComfyUI folder's `comfy` package importable in this process, on the CPU when there is no CUDA (set
+    before comfy.model_management is imported: it picks the device at import)."""
+    import sys
+
+    if host_dir not in sys.path:
+        sys.path.insert(0, host_dir)
+    from comfy.cli_args import args  # parsed from an empty list: this process's argv is not ComfyUI's
+
+    if not torch.cuda.is_available():
+        args.cpu = True
+
+
+def flow_sampling(shift: float = 7.0, model_config=None):
+    """ComfyUI's discrete flow-matching sampling object (what ModelSamplingSD3 sets) with this shift."""
+    import comfy.model_sampling as ms
+
+    class FlowSampling(ms.ModelSamplingDiscreteFlow, ms.CONST):
+        pass
+
+    sampling = FlowSampling(model_config)
+    sampling.set_parameters(shift=shift, multiplier=1000)
+    return sampling
+
+
+def x0_predictor(model, sampling, context, pooled=None, guidance: float | None = 6.0,
+                 transformer_options: dict | None = None, extra_channels: int = 0):
+    """predict_x0(x_t, sigma) for det_core.train, calling the transformer as ComfyUI's apply_model does: the latent
+    goes in at the text features' dtype (with `extra_channels` zero condition channels appended, as a text-to-video
+    `concat_cond` gives them), the estimate comes back in float32. HunyuanVideo takes the pooled text and the
+    embedded guidance; Wan takes neither (pass None)."""
+    extra = {} if transformer_options is None else {"transformer_options": transformer_options}
+    if pooled is not None:
+        extra["y"] = pooled
+    if guidance is not None:
+        extra["guidance"] = torch.tensor([guidance], device=context.device)
+
+    def predict_x0(x_t, sigma):
+        x_in = x_t.to(context.dtype)
+        if extra_channels:
+            x_in = torch.cat([x_in, x_in.new_zeros(x_in.shape[0], extra_channels, *x_in.shape[2:])], dim=1)
+        out = model(x_in, sampling.timestep(sigma).to(x_t.device), context, **extra)
+        return x_t - sigma.reshape(-1, *[1] * (x_t.ndim - 1)).to(x_t.device) * out.float()[:, :x_t.shape[1]]
+
+    return predict_x0
