@@ -198,13 +198,21 @@ def fused_attention(func, q, k, v, heads, mask=None, attn_precision=None, skip_r
 
 
 def _tracker():
-    from torch.distributed._tools.mem_tracker import MemTracker
+    from torch.distributed._tools.mem_tracker import _TOTAL_KEY as _TOTAL, MemTracker
 
     class FrozenBaseTracker(MemTracker):
         """MemTracker without gradient hooks on parameters (it cannot hook the frozen base's)."""
 
         def _track_module_params_and_buffers(self, module, install_grad_hooks=True):
             return super()._track_module_params_and_buffers(module, install_grad_hooks=False)
+
+        def _update_peak_stats(self, peak_state) -> None:
+            # only the global peak is read here (get_tracker_snapshot("peak")); MemTracker's per-module peaks cost a
+            # pass over every module at every op, which made a 54-block model take minutes
+            for dev, dev_snap in self._curr_mem_snap.items():
+                if self._peak_mem.get(dev, 0) < dev_snap[_TOTAL]:
+                    self._peak_mem[dev] = dev_snap[_TOTAL]
+                    self._peak_mem_snap[dev] = dict(dev_snap)
 
     return FrozenBaseTracker()
 
@@ -290,6 +298,9 @@ def measure(arch: Arch, config: dict, shape: Shape, applied: dict[str, list[int]
             FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext():
         model = transformer_class(arch)(operations=comfy.ops.disable_weight_init, dtype=torch.bfloat16, device="cpu",
                                         **config).eval().requires_grad_(False)
+        emb = getattr(model, "cond_type_embedding", None)
+        if emb is not None:  # HunyuanVideo 1.5 moves it to the text's device in forward: a no-op on one device, but
+            emb.to = lambda *a, **k: emb  # a tracked fake parameter cannot be swapped for its (same) copy
         if applied is None:
             first = arch.groups[0]
             applied = {first.kind: list(range(len(getattr(model, first.attr))))}

@@ -84,3 +84,34 @@ def test_cli_writes_each_settings_peaks(tmp_path, comfy_host):
     bad = subprocess.run([sys.executable, "-m", "det_core.vram", "--height", "100", "--comfyui", comfy_host],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "multiples of 16" in bad.stderr
+
+
+FULL_SIZES = [  # (arch, size, released parameter count in billions, frames, height, width)
+    ("wan21", "1.3B", 1.42, 17, 480, 832), ("wan21", "14B", 14.29, 17, 480, 832),
+    ("wan22_ti2v", "5B", 5.00, 17, 704, 1280), ("hunyuan_video_15", "8.3B", 8.33, 17, 480, 848)]
+
+
+@pytest.mark.parametrize("arch_name,size,billions,frames,height,width", FULL_SIZES)
+def test_full_size_step_of_each_architecture(comfy_host, arch_name, size, billions, frames, height, width):
+    """The real configuration of Wan 2.1 1.3B / 14B (also each Wan 2.2 A14B expert), Wan 2.2 TI2V 5B and
+    HunyuanVideo 1.5 8.3B: one training and one sampling step, adapters in every block of the first group."""
+    from det_core.arch import arch_named
+    from det_core.vram import parse_arch
+
+    arch, config = parse_arch(f"{arch_name}:{size}")
+    m = measure(arch, config, Shape(frames, height, width, arch=arch_name))
+    assert abs(m.parameters / 1e9 - billions) < 0.01 * billions
+    width_c = config.get("hidden_size", config.get("dim"))
+    blocks = config.get("depth", config.get("num_layers"))
+    assert m.adapter_parameters == blocks * 2 * width_c * 128 * 3
+    sc = arch_named(arch_name).spatial_compression
+    t_lat, h_lat, w_lat = (frames - 1) // 4 + 1, height // sc, width // sc
+    assert m.latent == [t_lat, h_lat, w_lat]
+    patch = config["patch_size"]
+    video = t_lat * (h_lat // patch[1]) * (w_lat // patch[2])
+    # each checkpointed block kept its input for backward: Wan its video tokens, HunyuanVideo 1.5's double-stream
+    # blocks the video and the text tokens (bf16)
+    tokens = video if arch.transformer == "wan" else video + 256
+    assert m.parked_bytes == blocks * tokens * width_c * 2 and m.parked_max_bytes == tokens * width_c * 2
+    assert m.train_activation_bytes > m.parked_bytes > m.sample_activation_bytes > 0
+    assert choose(m, 80)["setting"]["weights"] == "bf16"
