@@ -134,7 +134,7 @@ HUNYUAN_VIDEO_15 = Arch(
                   guidance=6.0, cfg=6.0, steps=50, sampler="euler", scheduler="simple"),
     sources="derived: HunyuanVideo's DeT settings on all 54 double-stream blocks (the same block design); shift 7 is "
             "ComfyUI's default for the model; it is not guidance-distilled, so cfg 6 with a negative prompt",
-    model_files=("hunyuanvideo1.5_480p_t2v_fp16.safetensors", "hunyuanvideo1.5_720p_t2v_fp16.safetensors"))
+    model_files=("hunyuanvideo1.5_720p_t2v_fp16.safetensors",))
 
 WAN21 = Arch(
     name="wan21", label="Wan 2.1", config_classes=("WAN21_T2V",), transformer="wan", groups=WAN_GROUPS,
@@ -147,7 +147,7 @@ WAN21 = Arch(
             "480x832, shift 5, guidance 5 with a negative prompt, UniPC 50 steps, adapters applied in blocks 0-14 of "
             "40 = keep_fraction 0.375); 1.3B: the same, keep_fraction 0.375 of 30 = blocks 0-11 (derived)",
     model_files=("wan2.1_t2v_1.3B_fp16.safetensors", "wan2.1_t2v_14B_fp16.safetensors",
-                 "wan2.2_t2v_high_noise_14B_fp16.safetensors", "wan2.2_t2v_low_noise_14B_fp16.safetensors"))
+                 "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"))
 
 WAN22_TI2V = Arch(
     name="wan22_ti2v", label="Wan 2.2 TI2V 5B", config_classes=("WAN22_T2V",), transformer="wan", groups=WAN_GROUPS,
