@@ -117,6 +117,67 @@ APPLY_LINKS = [
 ]
 
 
+WAN_HIGH, WAN_LOW = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+UMT5, WAN_VAE = "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan_2.1_vae.safetensors"
+WAN_NOTE = (
+    "Model files (put them here, nothing is downloaded):\n"
+    f"- models/diffusion_models/{WAN_HIGH} and {WAN_LOW}\n"
+    f"- models/text_encoders/{UMT5}\n"
+    f"- models/vae/{WAN_VAE}\n"
+    "- models/grounding-dino/grounding-dino-tiny/, models/sams/sam-vit-base/, models/cotracker/scaled_offline.pth "
+    "(as in det_motion_transfer)\n"
+    "Adapters are written to models/det_adapters/."
+)
+WAN_NEGATIVE = "blurry, static, distorted, low quality, watermark, text"
+
+
+def wan22_nodes() -> list:
+    """Wan 2.2 T2V A14B: the adapter trains on the high-noise expert's own noise range (timesteps 875-1000) with the
+    authors' Wan settings, and drives the high-noise steps of a two-expert sampling."""
+    caption = "A woman wearing a blue dress is dancing on the ground in front of a lot of people."
+    return [
+        ("unet", "UNETLoader", "High-noise expert", (40, 40), {"unet_name": WAN_HIGH, "weight_dtype": "default"}),
+        ("unet_low", "UNETLoader", "Low-noise expert", (40, 170), {"unet_name": WAN_LOW, "weight_dtype": "default"}),
+        ("clip", "CLIPLoader", "Load CLIP", (40, 300), {"clip_name": UMT5, "type": "wan", "device": "default"}),
+        ("vae", "VAELoader", "Load VAE", (40, 440), {"vae_name": WAN_VAE}),
+        *reference_nodes(40, 560),
+        ("encode", "VAEEncode", "VAE Encode (reference)", (1360, 300), {}),
+        ("caption", "CLIPTextEncode", "Reference caption", (1360, 420), {"text": caption}),
+        ("train", "DeTTrainAdapter", "Train DeT Adapter (high-noise expert)", (1800, 40), {
+            "steps": 500, "learning_rate": 1e-6, "mid_dim": 128, "kernel_size": 5, "double_blocks": "all",
+            "single_blocks": "none", "tracking_weight": 0.1, "tracking_features": "x0", "feature_block": "blocks:39",
+            "guidance": 6.0, "warmup_steps": 100, "optimizer": "auto", "seed": 0, "control_after_generate": "fixed",
+            "output_name": "det_motion_wan22", "checkpoint_every": 100, "overwrite": False, "resume_from": "none",
+            "swap_blocks": 0, "offload_activations": False, "caption": caption, "tracking_max_timestep": 1000.0,
+            "memory": "auto", "vram_budget_gib": 0.0, "timestep_sampling": "logit_normal", "timestep_min": 875.0,
+            "timestep_max": 1000.0}),
+        ("loss_preview", "PreviewImage", "Loss curve", (2240, 40), {}, (380, 300)),
+        ("prompt", "CLIPTextEncode", "New prompt", (2680, 420), {"text": "An astronaut is dancing on mars."}),
+        ("negative", "CLIPTextEncode", "Negative prompt", (2680, 640), {"text": WAN_NEGATIVE}),
+        ("empty", "EmptyHunyuanLatentVideo", "Empty video latent", (2680, 860),
+         {"width": 832, "height": 480, "length": 49, "batch_size": 1}),
+        ("apply", "DeTApplyMotion", "Apply DeT Motion (two experts)", (3120, 40), {
+            "seed": 42, "control_after_generate": "fixed", "steps": 50, "guidance": 6.0, "cfg": 5.0,
+            "flow_shift": 5.0, "sampler_name": "uni_pc", "scheduler": "simple", "strength": 1.0,
+            "double_blocks": "trained", "single_blocks": "none", "keep_fraction": 0.375, "boundary": 0.875}),
+        ("decode", "VAEDecode", "VAE Decode", (3560, 40), {}),
+        ("to_video", "CreateVideo", "Create Video", (3560, 220), {"fps": 16.0}),
+        ("save", "SaveVideo", "Save Video", (3940, 40), {"filename_prefix": "video/det_wan22", "format": "auto",
+                                                       "codec": "auto"}, (400, 360)),
+    ]
+
+
+WAN22_LINKS = [
+    *REFERENCE_LINKS, ("video", 0, "encode", "pixels"), ("vae", 0, "encode", "vae"), ("clip", 0, "caption", "clip"),
+    ("unet", 0, "train", "model"), ("encode", 0, "train", "latent"), ("caption", 0, "train", "conditioning"),
+    ("tracks", 0, "train", "tracks"), ("train", 1, "loss_preview", "images"),
+    ("clip", 0, "prompt", "clip"), ("clip", 0, "negative", "clip"), ("unet", 0, "apply", "model"),
+    ("unet_low", 0, "apply", "low_noise_model"), ("train", 0, "apply", "adapter"), ("prompt", 0, "apply", "positive"),
+    ("negative", 0, "apply", "negative"), ("empty", 0, "apply", "latent"), ("apply", 0, "decode", "samples"),
+    ("vae", 0, "decode", "vae"), ("decode", 0, "to_video", "images"), ("to_video", 0, "save", "video"),
+]
+
+
 def note(key, pos, text, size=(420, 260)):
     return (key, "Note", "Note", pos, {"text": text}, size)
 
@@ -152,6 +213,17 @@ WORKFLOWS = {
                        "Lower keep_fraction to apply the adapter only in the first blocks, or strength to weaken it.",
                        (600, 160))],
         "links": [*APPLY_LINKS, ("adapter", 0, "apply", "adapter")],
+    },
+    "det_wan22_motion_transfer": {
+        "nodes": [*wan22_nodes(), note("models", (40, -420), WAN_NOTE, (820, 300)),
+                  note("how", (1360, -420), "DeT on Wan 2.2 T2V A14B with the DeT authors' Wan settings (lr 1e-6, "
+                       "kernel 5, logit-normal timesteps, cfg 5 with a negative prompt, shift 5, UniPC 50 steps, "
+                       "adapters applied in the first 15 of 40 blocks). The adapter trains on the high-noise expert "
+                       "at timesteps 875-1000 only, with the tracking loss on all of them; Apply DeT Motion runs the "
+                       "adapted high-noise expert while sigma >= 0.875 and the low-noise expert after, as ComfyUI's "
+                       "two-sampler Wan 2.2 workflows do. For Wan 2.1, load one model, leave low_noise_model "
+                       "empty and set timestep_min 0 and tracking_max_timestep 400.", (1200, 220))],
+        "links": WAN22_LINKS,
     },
     "det_evaluate": {
         "nodes": [

@@ -351,3 +351,22 @@ def test_wan22_two_experts_sample_as_comfyuis_two_sampler_split(comfy, arch_mode
                    out=save_latent(("apply", 0), "wan22_trained"))
     out = fetch_latent(comfy, comfy.run(trained), "out")
     assert torch.isfinite(out).all() and not torch.equal(out, ref)
+
+
+def test_wan_low_vram_options_and_memory_auto_train_the_same_adapter(comfy, arch_models, input_dir):
+    """Wan blocks take their activations positionally (HunyuanVideo's by keyword): streaming the last block from
+    CPU RAM and parking each block's input in CPU RAM give the adapter plain training gives, and memory=auto plans
+    for the Wan model it was given."""
+    common = dict(tracks=False, steps=3, overwrite=True, optimizer="adamw")
+    comfy.run(train_graph("wan21", input_dir, output_name="wan_plain", memory="manual", **common))
+    low = comfy.run(train_graph("wan21", input_dir, output_name="wan_low", memory="manual", swap_blocks=1,
+                                offload_activations=True, **common))
+    assert "1 blocks" in low.outputs["info"]["text"][0]
+    auto = comfy.run(train_graph("wan21", input_dir, output_name="wan_auto", memory="auto", vram_budget_gib=80.0,
+                                 **common))
+    assert "memory auto (80.0 GiB): bf16, predicted training peak" in auto.outputs["info"]["text"][0]
+    a = DeTAdapter.load(os.path.join(arch_models, "wan_plain.safetensors")).state_dict()
+    for other in ("wan_low", "wan_auto"):
+        b = DeTAdapter.load(os.path.join(arch_models, f"{other}.safetensors")).state_dict()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)

@@ -17,7 +17,7 @@ from devtools.tiny_models import TINY_HV_FILE, TINY_TEXT_DIM
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTIFACTS = os.path.join(ROOT, "test_artifacts")
 SHIPPED = sorted(f[:-5] for f in os.listdir(os.path.join(ROOT, "workflows")) if f.endswith(".json"))
-MODEL_INPUTS = {"unet_name", "clip_name1", "clip_name2", "vae_name", "model_name", "checkpoint", "adapter_name",
+MODEL_INPUTS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "model_name", "checkpoint", "adapter_name",
                 "clip", "dino"}
 
 
@@ -36,7 +36,8 @@ def our_errors(messages):
 
 
 def test_every_workflow_is_shipped_with_a_thumbnail():
-    assert SHIPPED == sorted(WORKFLOWS) == ["det_apply_adapter", "det_evaluate", "det_motion_transfer", "det_train_adapter"]
+    assert SHIPPED == sorted(WORKFLOWS) == ["det_apply_adapter", "det_evaluate", "det_motion_transfer",
+                                                 "det_train_adapter", "det_wan22_motion_transfer"]
     for name in SHIPPED:
         assert os.path.getsize(os.path.join(ROOT, "workflows", name + ".jpg")) > 5000
 
