@@ -10,7 +10,7 @@ setup:
 	@bash scripts/setup.sh
 
 serve: setup
-	@$(PY) -m det_core.host serve --host-dir "$$(cat .comfyui-path)" --port $(PORT) -- $(ARGS)
+	@$(PY) -m det_tools.host serve --host-dir "$$(cat .comfyui-path)" --port $(PORT) -- $(ARGS)
 
 # pytest exits 5 when it collected no test: that is a failure here, like any other non-zero code.
 test: setup

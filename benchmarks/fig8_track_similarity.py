@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 
 from det_core.adapter import AdapterMeta, DeTAdapter  # noqa: E402
 from det_core.patch import DeTRuntime, forward_patches, install  # noqa: E402
-from det_core.tracking import mean_track_cosine, tokens_to_features, tracks_for_latent  # noqa: E402
+from det_core.tracking_loss import mean_track_cosine, tokens_to_features, tracks_for_latent  # noqa: E402
 from det_core.tracks import from_mtbench  # noqa: E402
 from det_core.train import TrainConfig, train_adapter  # noqa: E402
 from det_core.video import LoadSettings, load_video  # noqa: E402

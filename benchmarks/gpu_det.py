@@ -35,7 +35,7 @@ sys.path.insert(0, ROOT)
 from det_core.adapter import AdapterMeta, DeTAdapter  # noqa: E402
 from det_core.lowvram import streamed_blocks, to_fp8  # noqa: E402
 from det_core.patch import DeTRuntime, forward_patches, install  # noqa: E402
-from det_core.tracking import LatentTracks  # noqa: E402
+from det_core.tracking_loss import LatentTracks  # noqa: E402
 from det_core.train import TrainConfig, train_adapter  # noqa: E402
 from det_core.arch import HUNYUAN_VIDEO, HUNYUAN_VIDEO_13B  # noqa: E402
 from det_core.comfy_models import flow_sampling, x0_predictor  # noqa: E402

@@ -29,8 +29,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from det_core.client import ComfyClient  # noqa: E402
-from det_core.host import ComfyServer, check_host_dir  # noqa: E402
+from det_tools.client import ComfyClient  # noqa: E402
+from det_tools.host import ComfyServer, check_host_dir  # noqa: E402
 from det_core.video import LoadSettings, load_video  # noqa: E402
 from miniworld import world  # noqa: E402
 from miniworld.experiment import (ARMS, WEIGHTS, Reference, Settings, prepare, reference_ceiling,  # noqa: E402

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .safe_load import load_weights_only
 from .video import to_uint8
 
 SAMPLING = ("mask-weighted", "mask-grid", "grid")
@@ -172,3 +174,38 @@ def _hsv(h: float) -> tuple[float, float, float]:
     import colorsys
 
     return colorsys.hsv_to_rgb(h, 0.85, 1.0)
+
+
+def read_tracks(path: str) -> np.ndarray:
+    """A track file (.npy, or .pth / .pt holding one tensor, loaded weights-only) -> float [frames, points, 3],
+    checked: three values per point, at least 2 frames and 1 point, all finite."""
+    name = os.path.basename(path)
+    if path.endswith(".npy"):
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"{name} is not a plain numpy array file ({e})") from None
+    elif path.endswith((".pth", ".pt")):
+        import torch
+
+
+        obj = load_weights_only(path, "tracks file (one [frames, points, 3] tensor saved with torch.save)")
+        if isinstance(obj, dict):
+            tensors = [v for v in obj.values() if torch.is_tensor(v)]
+            if len(tensors) != 1:
+                raise ValueError(f"{name} holds {len(tensors)} tensors; expected one [frames, points, 3] tensor")
+            obj = tensors[0]
+        if not torch.is_tensor(obj):
+            raise ValueError(f"{name} does not hold a tensor; expected one [frames, points, 3] tensor")
+        arr = obj.detach().float().numpy()
+    else:
+        raise ValueError(f"{name}: track files are .npy, .pth or .pt")
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"{name} holds an array of shape {tuple(arr.shape)}; MTBench tracks are "
+                         f"[frames, points, 3] (x / W, y / H, visibility)")
+    if arr.shape[0] < 2 or arr.shape[1] < 1:
+        raise ValueError(f"{name} has {arr.shape[0]} frames and {arr.shape[1]} points; at least 2 frames and 1 "
+                         f"point are needed")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float32)

@@ -29,7 +29,7 @@ import torch
 
 from .adapter import DeTAdapter
 from .patch import DeTRuntime
-from .tracking import LatentTracks, tokens_to_features, tracking_loss
+from .tracking_loss import LatentTracks, tokens_to_features, tracking_loss
 
 OPTIMIZERS = ("auto", "adamw", "adamw8bit")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
@@ -85,6 +85,15 @@ class TrainConfig:
             raise ValueError(f"timestep range {self.timestep_min}-{self.timestep_max}: give 0 <= timestep_min < "
                              f"timestep_max <= 1000 (sigma x 1000)")
         self.feature_block()  # validates the spelling
+
+    def check_tracking_gate(self, has_tracks: bool) -> None:
+        """ValueError when tracks are given but the tracking loss could never run: the gate lies below the range
+        of timesteps this run trains on."""
+        if has_tracks and self.tracking_weight > 0 and self.timestep_min > self.tracking_max_timestep:
+            raise ValueError(f"the tracking loss would never run: it runs at timesteps up to tracking_max_timestep="
+                             f"{self.tracking_max_timestep:g}, training draws {self.timestep_min:g}-"
+                             f"{self.timestep_max:g}; raise tracking_max_timestep (to {self.timestep_max:g} for the "
+                             f"whole range) or set tracking_weight to 0")
 
     def feature_block(self) -> tuple[str, int] | None:
         spec = self.tracking_features.strip().lower()
@@ -189,6 +198,73 @@ def step_losses(predict_x0, sampling: Sampling, latents: torch.Tensor, sigma: to
     return loss, flow, track
 
 
+def check_training(latents: torch.Tensor, config: TrainConfig, start_step: int, runtime: DeTRuntime | None,
+                   tracks: LatentTracks | None) -> None:
+    """ValueError for a run that cannot start or could not do what it is asked, before any step."""
+    if not torch.isfinite(latents).all():
+        raise ValueError("the reference latent holds NaN or infinite values: check what VAE Encode was given (the "
+                         "reference frames)")
+    if start_step >= config.steps:
+        raise ValueError(f"the adapter already has {start_step} steps; ask for more than {start_step} steps to continue")
+    feature_block = config.feature_block()
+    if feature_block is not None and (runtime is None or runtime.feature_block != feature_block):
+        raise ValueError("tracking on block features needs the runtime patched with that feature block")
+    config.check_tracking_gate(tracks is not None)
+
+
+@dataclass
+class _Steps:
+    """One training run's state between steps: the adapter's parameters, the optimizer, the sigma grid."""
+
+    params: list
+    optimizer: torch.optim.Optimizer
+    sigmas: torch.Tensor
+    allowed: torch.Tensor
+    predict_x0: Callable
+    sampling: Sampling
+    latents: torch.Tensor
+    config: TrainConfig
+    runtime: DeTRuntime | None
+    tracks: LatentTracks | None
+    autocast_dtype: torch.dtype | None
+    offload_activations: bool
+
+    def run(self, step: int) -> StepLog:
+        """0-based `step`: draw, predict, both losses, backward, clip, update; its log entry."""
+        config, latents, device = self.config, self.latents, self.latents.device
+        t0 = time.perf_counter()
+        if self.runtime is not None:
+            self.runtime.parked.clear()  # what this step moves to CPU RAM (kept for inspection until the next step)
+        # 1. this step's noise level and noise, seeded by (seed, step)
+        index, noise = step_randomness(config, step, self.allowed, latents.shape)
+        sigma = self.sigmas[index].reshape(1)
+        timestep = float(self.sampling.timestep(sigma))
+        noise = noise.to(device=device, dtype=latents.dtype)
+        # 2. prediction and losses
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.learning_rate * lr_factor(step, config.warmup_steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        # the other tensors autograd keeps for backward wait in CPU RAM too when asked
+        keep = torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda") if self.offload_activations \
+            else contextlib.nullcontext()
+        with keep:
+            loss, flow, track = step_losses(self.predict_x0, self.sampling, latents, sigma, noise, timestep, config,
+                                            self.runtime, self.tracks, self.autocast_dtype)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"DeT training: the loss became {float(loss.detach())} at step {step + 1}; "
+                                         f"lower the learning rate")
+        # 3. update
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip)
+        self.optimizer.step()
+        if self.runtime is not None:
+            self.runtime.features = None
+        return StepLog(step=step + 1, loss=float(loss.detach()), flow=float(flow.detach()),
+                       track=None if track is None else float(track.detach()), timestep=timestep,
+                       lr=self.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
+
+
 def train_adapter(
     adapter: DeTAdapter,
     predict_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -206,71 +282,28 @@ def train_adapter(
     offload_activations: bool = False,
 ) -> TrainResult:
     """Train `adapter` (in place) from `start_step` to `config.steps`; see the module doc for one step."""
-    device = latents.device
-    if not torch.isfinite(latents).all():
-        raise ValueError("the reference latent holds NaN or infinite values: check what VAE Encode was given (the "
-                         "reference frames)")
-    if start_step >= config.steps:
-        raise ValueError(f"the adapter already has {start_step} steps; ask for more than {start_step} steps to continue")
-    feature_block = config.feature_block()
-    if feature_block is not None and (runtime is None or runtime.feature_block != feature_block):
-        raise ValueError("tracking on block features needs the runtime patched with that feature block")
-    if tracks is not None and config.tracking_weight > 0 and config.timestep_min > config.tracking_max_timestep:
-        raise ValueError(f"the tracking loss would never run: it runs at timesteps up to tracking_max_timestep="
-                         f"{config.tracking_max_timestep:g}, training draws {config.timestep_min:g}-"
-                         f"{config.timestep_max:g}; raise tracking_max_timestep (to {config.timestep_max:g} for the "
-                         f"whole range) or set tracking_weight to 0")
-    allowed = allowed_sigmas(sampling, config)
-    params = [p for p in adapter.parameters()]
+    check_training(latents, config, start_step, runtime, tracks)
+    params = list(adapter.parameters())
     for p in params:
         p.requires_grad_(True)
-    optimizer = make_optimizer(params, config, device)
+    optimizer = make_optimizer(params, config, latents.device)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    sigmas = sampling.sigmas.detach().to(device=device, dtype=torch.float32).clone()
+    steps = _Steps(params, optimizer, sampling.sigmas.detach().to(device=latents.device, dtype=torch.float32).clone(),
+                   allowed_sigmas(sampling, config), predict_x0, sampling, latents, config, runtime, tracks,
+                   autocast_dtype, offload_activations)
     result = TrainResult(steps_done=start_step)
-    saved_at = start_step
+    saved_at, diverged = start_step, False
     adapter.train()
     if offload_activations and runtime is not None:
         runtime.offload = torch.device("cpu")  # the checkpointed blocks' inputs wait in CPU RAM
-    diverged = False
     try:
         for step in range(start_step, config.steps):
             if should_stop is not None and should_stop():
                 result.stopped_early = True
                 break
-            t0 = time.perf_counter()
-            if runtime is not None:
-                runtime.parked.clear()  # what this step moves to CPU RAM (kept for inspection until the next step)
-            # 1. this step's noise level and noise, seeded by (seed, step)
-            index, noise = step_randomness(config, step, allowed, latents.shape)
-            sigma = sigmas[index].reshape(1)
-            timestep = float(sampling.timestep(sigma))
-            noise = noise.to(device=device, dtype=latents.dtype)
-            # 2. prediction and losses
-            for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * lr_factor(step, config.warmup_steps)
-            optimizer.zero_grad(set_to_none=True)
-            # the other tensors autograd keeps for backward wait in CPU RAM too when asked
-            keep = torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda") if offload_activations \
-                else contextlib.nullcontext()
-            with keep:
-                loss, flow, track = step_losses(predict_x0, sampling, latents, sigma, noise, timestep, config,
-                                                runtime, tracks, autocast_dtype)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"DeT training: the loss became {float(loss.detach())} at step {step + 1}; "
-                                             f"lower the learning rate")
-            # 3. update
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            if runtime is not None:
-                runtime.features = None
+            entry = steps.run(step)
             result.steps_done = step + 1
-            entry = StepLog(step=step + 1, loss=float(loss.detach()), flow=float(flow.detach()),
-                            track=None if track is None else float(track.detach()), timestep=timestep,
-                            lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
             result.log.append(entry)
             if on_step is not None:
                 on_step(entry)

@@ -287,7 +287,7 @@ def measure(arch: Arch, config: dict, shape: Shape, applied: dict[str, list[int]
     from .adapter import AdapterMeta, DeTAdapter
     from .comfy_models import flow_sampling, x0_predictor
     from .patch import DeTRuntime, forward_patches, install
-    from .tracking import LatentTracks
+    from .tracking_loss import LatentTracks
     from .train import TrainConfig, step_losses
 
     t0 = time.monotonic()

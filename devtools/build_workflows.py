@@ -327,7 +327,7 @@ def main(argv=None) -> int:
     ns = parser.parse_args(argv)
     import tempfile
 
-    from det_core.host import ComfyServer, prepare_base_dir
+    from det_tools.host import ComfyServer, prepare_base_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         base = prepare_base_dir(tmp)

@@ -29,8 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from det_core.client import ComfyClient  # noqa: E402
-from det_core.host import ComfyServer  # noqa: E402
+from det_tools.client import ComfyClient  # noqa: E402
+from det_tools.host import ComfyServer  # noqa: E402
 from det_core.video import write_video  # noqa: E402
 from miniworld import world  # noqa: E402
 from miniworld.experiment import (Settings, prepare, reference_ceiling, run_case, side_by_side,  # noqa: E402

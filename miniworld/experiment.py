@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from det_core.host import prepare_base_dir
+from det_tools.host import prepare_base_dir
 from det_core.metrics import motion_fidelity
 from det_core.video import write_video
 

@@ -13,8 +13,8 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..det_core.cotracker import CoTracker3, load_cotracker3, track_points
-from ..det_core.mtbench import read_tracks
-from ..det_core.tracks import SAMPLING, draw_tracks, from_mtbench, make_tracks, sample_queries, to_mtbench, to_wan_json
+from ..det_core.tracks import (SAMPLING, draw_tracks, from_mtbench, make_tracks, read_tracks, sample_queries,
+                               to_mtbench, to_wan_json)
 from .common import CoTrackerType, TracksType, device_input, dtype_input, torch_device, torch_dtype
 from .video import resolve_input_path
 

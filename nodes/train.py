@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,7 +22,7 @@ from ..det_core.lowvram import hidden_parameters, keep_in_ram, last_blocks, stre
 from ..det_core.patch import make_ordinary
 from ..det_core.plot import loss_curve_image
 from ..det_core.safe_load import load_weights_only
-from ..det_core.tracking import tracks_for_latent
+from ..det_core.tracking_loss import tracks_for_latent
 from ..det_core.train import OPTIMIZERS, TIMESTEP_SAMPLING, StepLog, TrainConfig, train_adapter
 from .common import (ADAPTER_FOLDER, DetAdapterType, TracksType, adapter_files, adapter_output_path, attach,
                      check_finite, check_video_latent, optimizer_state_path, specs_by_kind, video_transformer)
@@ -185,11 +186,8 @@ class DeTTrainAdapter(io.ComfyNode):
                              timestep_min=timestep_min, timestep_max=timestep_max,
                              checkpoint_every=checkpoint_every,
                              tracking_features="x0" if tracking_features == "x0" else feature_block)
+        config.check_tracking_gate(tracks is not None)
         notes: list[str] = []
-        if tracks is not None and tracking_weight > 0 and timestep_min > tracking_max_timestep:
-            raise ValueError(f"the tracking loss would never run: tracking_max_timestep={tracking_max_timestep:g} is "
-                             f"below timestep_min={timestep_min:g}; raise tracking_max_timestep (to {timestep_max:g} "
-                             f"for the whole range) or set tracking_weight to 0")
         latent_tracks = _latent_tracks(tracks, samples, arch.spatial_compression, notes)
         # 2. the adapter: new, or the one to resume with its optimizer state and loss log
         if resume_path:
@@ -199,11 +197,10 @@ class DeTTrainAdapter(io.ComfyNode):
                                                        seed), None, []
         adapter.check_fits(arch.name, hidden_size(arch, dm), block_counts(arch, dm), os.path.basename(resume_path or
                                                                                                       out_path))
-        reserve = 0
+        run = _Run(model, arch, adapter, config, samples, conditioning, guidance, latent_tracks, opt_state, history,
+                   swap_blocks, offload_activations, out_path, str(cls.hidden.unique_id), notes)
         if memory == "auto":
-            swap_blocks, offload_activations, config.optimizer, reserve = _auto_memory(
-                model, arch, dm, adapter, samples, conditioning, vram_budget_gib, swap_blocks, offload_activations,
-                config.optimizer, saved_optimizer_kind(opt_state), notes)
+            _auto_memory(run, vram_budget_gib)
         adapter.meta.prompt = caption or adapter.meta.prompt
         adapter.meta.tracking_weight = tracking_weight if tracks is not None else 0.0
         adapter.meta.extra.update({"seed": str(seed), "learning_rate": f"{learning_rate:g}",
@@ -213,9 +210,7 @@ class DeTTrainAdapter(io.ComfyNode):
         _compare_with_defaults(arch, learning_rate, kernel_size if not resume_path else adapter.meta.kernel_size,
                                timestep_sampling, notes)
         # 3. train on a patched clone of the model
-        logs = _train_on_clone(model, arch, adapter, config, samples, (conditioning, guidance), latent_tracks,
-                               opt_state, history, swap_blocks, offload_activations, out_path,
-                               str(cls.hidden.unique_id), notes, reserve)
+        logs = _train_on_clone(run)
         # 4. outputs
         curve = loss_curve_image([e.loss for e in logs], [e.track for e in logs])
         info = (f"{os.path.basename(out_path)}: {adapter.describe()}; "
@@ -237,26 +232,52 @@ def _compare_with_defaults(arch, learning_rate, kernel_size, timestep_sampling, 
         notes.append(f"{arch.label}: the README's settings for it differ here ({', '.join(differ)})")
 
 
-def _auto_memory(model, arch, dm, adapter, samples, conditioning, budget_gib, swap_blocks, offload_activations,
-                 optimizer, saved_optimizer, notes: list[str]):
-    """memory=auto: (swap_blocks, offload_activations, optimizer) from the planner for this model, latent and
-    adapter, fitting the stated budget or the free VRAM; the user's settings on the CPU without a budget."""
+@dataclass
+class _Run:
+    """One training request, checked: what `_auto_memory` plans for and `_train_on_clone` runs."""
+
+    model: object
+    arch: object
+    adapter: DeTAdapter
+    config: TrainConfig
+    samples: torch.Tensor
+    conditioning: list
+    guidance: float
+    tracks: object
+    """LatentTracks or None."""
+    opt_state: dict | None
+    history: list
+    swap_blocks: int
+    offload_activations: bool
+    out_path: str
+    node_id: str
+    notes: list = field(default_factory=list)
+    reserve: int = 0
+    """Bytes the training needs beside the weights (memory=auto asks ComfyUI to make them free)."""
+
+
+def _auto_memory(run: _Run, budget_gib: float) -> None:
+    """memory=auto: the run's swap_blocks, offload_activations, optimizer and reserve from the planner for its model,
+    latent and adapter, fitting the stated budget or the free VRAM; the user's settings on the CPU without a
+    budget."""
     from ..det_core.vram import GIB, Shape, auto_setting, model_arguments
 
+    arch, adapter, samples, notes = run.arch, run.adapter, run.samples, run.notes
+    dm = run.model.model.diffusion_model
     device = mm.get_torch_device()
     if not budget_gib:
         if device.type != "cuda":
             notes.append("memory auto: training on the CPU, no VRAM to plan for; settings as given")
-            return swap_blocks, offload_activations, optimizer, 0
+            return
         # free VRAM plus what loaded models hold: the load asks ComfyUI for the training's room beside the weights
         # (memory_required), and ComfyUI unloads models until it has it
         held = sum(m.model_loaded_memory() for m in getattr(mm, "current_loaded_models", [])
                    if getattr(m, "model", None) is not None and m.device == device)
         budget_gib = (mm.get_free_memory(device) + held) / GIB
-    config = model_arguments(arch, model.model.model_config.unet_config)
+    config = model_arguments(arch, run.model.model.model_config.unet_config)
     t, h, w = samples.shape[2:]  # patchable: check_video_latent ran before
     sc = arch.spatial_compression
-    shape = Shape((t - 1) * arch.temporal_compression + 1, h * sc, w * sc, text_tokens=int(conditioning[0][0].shape[1]),
+    shape = Shape((t - 1) * arch.temporal_compression + 1, h * sc, w * sc, text_tokens=int(run.conditioning[0][0].shape[1]),
                   arch=arch.name)
     fp8 = any(m.weight.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) for m in dm.modules()
               if isinstance(m, torch.nn.Linear))
@@ -265,6 +286,7 @@ def _auto_memory(model, arch, dm, adapter, samples, conditioning, budget_gib, sw
         optimizers = ("adamw", "adamw8bit") if device.type == "cuda" else ("adamw",)
     except ImportError:
         optimizers = ("adamw",)
+    saved_optimizer = saved_optimizer_kind(run.opt_state)
     if saved_optimizer is not None:  # a resumed run keeps the optimizer its saved state belongs to
         optimizers = (saved_optimizer,)
     pick = auto_setting(arch, config, shape, {k: adapter.indices(k) for k in arch.kinds}, adapter.meta.mid_dim,
@@ -275,7 +297,9 @@ def _auto_memory(model, arch, dm, adapter, samples, conditioning, budget_gib, sw
                f"{pick['train_peak_gib']:.1f} GiB")
     log.info("[DeT] %s", message)
     notes.append(message)
-    return s["swap_blocks"], s["offload_activations"], s["optimizer"], int(pick["train_beside_weights_gib"] * GIB)
+    run.swap_blocks, run.offload_activations, run.config.optimizer = s["swap_blocks"], s["offload_activations"], \
+        s["optimizer"]
+    run.reserve = int(pick["train_beside_weights_gib"] * GIB)
 
 
 def saved_optimizer_kind(state: dict | None) -> str | None:
@@ -359,63 +383,75 @@ def _load(patched, swap_blocks: int, notes: list[str], reserve: int = 0) -> int:
     return 0
 
 
-def _train_on_clone(model, arch, adapter, config, samples, conditioning, latent_tracks, opt_state, history,
-                    swap_blocks, offload_activations, out_path, node_id, notes, reserve=0) -> list[StepLog]:
-    """Patch a clone of `model`, train `adapter` from its step count on, save checkpoints to `out_path`; returns
-    the whole loss log (history included). Re-raises an interrupt after saving."""
-    start, steps = adapter.meta.steps, config.steps
-    patched, runtime = attach(model, adapter, {k: adapter.indices(k) for k in arch.kinds}, 1.0,
+def _progress(run: _Run, logs: list[StepLog]):
+    """on_step for train_adapter: the log, the console every 5 %, the live curve's websocket event and ComfyUI's
+    progress bar (whose update raises when the user interrupts: the loop saves first)."""
+    start, steps = run.adapter.meta.steps, run.config.steps
+    pbar = comfy.utils.ProgressBar(steps)
+    pbar.update_absolute(start, steps)
+    every = max(1, (steps - start) // 20)
+    t_start = time.monotonic()
+
+    def on_step(entry: StepLog):
+        logs.append(entry)
+        track = "-" if entry.track is None else f"{entry.track:.4g}"
+        if entry.step % every == 0 or entry.step == steps:
+            log.info("[DeT] step %d/%d loss %.4g (flow %.4g, track %s) %.2f s/step", entry.step, steps,
+                     entry.loss, entry.flow, track, (time.monotonic() - t_start) / max(1, entry.step - start))
+        _send({"node": run.node_id, "step": entry.step, "total": steps, "loss": entry.loss,
+               "flow": entry.flow, "track": entry.track, "timestep": entry.timestep})
+        pbar.update_absolute(entry.step, steps)
+
+    return on_step
+
+
+def _saver(run: _Run, logs: list[StepLog]):
+    """save_checkpoint for train_adapter: the adapter and, beside it, the optimizer state and the whole loss log."""
+    def save(step: int, opt_state_dict: dict, _log) -> None:
+        run.adapter.meta.steps = step
+        run.adapter.save(run.out_path)
+        tmp = optimizer_state_path(run.out_path) + ".tmp"
+        torch.save({"step": step, "optimizer": opt_state_dict, "log": [e.__dict__ for e in logs]}, tmp)
+        os.replace(tmp, optimizer_state_path(run.out_path))
+        log.info("[DeT] saved %s at step %d", run.out_path, step)
+
+    return save
+
+
+def _train_on_clone(run: _Run) -> list[StepLog]:
+    """Patch a clone of the model, train the adapter from its step count on, save checkpoints to the run's path;
+    returns the whole loss log (history included). Re-raises an interrupt after saving."""
+    adapter, arch, config = run.adapter, run.arch, run.config
+    patched, runtime = attach(run.model, adapter, {k: adapter.indices(k) for k in arch.kinds}, 1.0,
                               mode="train", feature_block=config.feature_block())
-    stream = _load(patched, swap_blocks, notes, reserve)
+    stream = _load(patched, run.swap_blocks, run.notes, run.reserve)
     device = patched.load_device
-    logs: list[StepLog] = list(history)
+    logs: list[StepLog] = list(run.history)
+    tracks = run.tracks
     with torch.inference_mode(False), torch.enable_grad():
         make_ordinary(patched.model)  # the transformer and the sampling tables
         make_ordinary(adapter)  # made or loaded under ComfyUI's inference mode
-        opt_state = _normal_tree(opt_state)
+        opt_state = _normal_tree(run.opt_state)
         adapter.to(device)
-        x0 = patched.model.process_latent_in(samples.clone().to(device, torch.float32))
-        cond = model_conds(patched.model, conditioning[0], conditioning[1], x0, arch.spatial_compression)
-        if latent_tracks is not None:
-            latent_tracks.xy, latent_tracks.visibility = latent_tracks.xy.clone(), latent_tracks.visibility.clone()
+        x0 = patched.model.process_latent_in(run.samples.clone().to(device, torch.float32))
+        cond = model_conds(patched.model, run.conditioning, run.guidance, x0, arch.spatial_compression)
+        if tracks is not None:
+            tracks.xy, tracks.visibility = tracks.xy.clone(), tracks.visibility.clone()
 
         def predict_x0(x_t, sigma):
             return patched.model.apply_model(x_t, sigma, **cond)
-
-        pbar = comfy.utils.ProgressBar(steps)
-        pbar.update_absolute(start, steps)
-        every = max(1, (steps - start) // 20)
-        t_start = time.monotonic()
-
-        def on_step(entry: StepLog):
-            logs.append(entry)
-            track = "-" if entry.track is None else f"{entry.track:.4g}"
-            if entry.step % every == 0 or entry.step == steps:
-                log.info("[DeT] step %d/%d loss %.4g (flow %.4g, track %s) %.2f s/step", entry.step, steps,
-                         entry.loss, entry.flow, track, (time.monotonic() - t_start) / max(1, entry.step - start))
-            _send({"node": node_id, "step": entry.step, "total": steps, "loss": entry.loss,
-                   "flow": entry.flow, "track": entry.track, "timestep": entry.timestep})
-            pbar.update_absolute(entry.step, steps)  # raises when the user interrupts: the loop saves first
-
-        def save(step: int, opt_state_dict: dict, _log) -> None:
-            adapter.meta.steps = step
-            adapter.save(out_path)
-            tmp = optimizer_state_path(out_path) + ".tmp"
-            torch.save({"step": step, "optimizer": opt_state_dict, "log": [e.__dict__ for e in logs]}, tmp)
-            os.replace(tmp, optimizer_state_path(out_path))
-            log.info("[DeT] saved %s at step %d", out_path, step)
 
         try:
             with streamed_blocks(patched.model.diffusion_model, stream, patched.offload_device) as n, \
                     synchronous_offload():
                 if n:
-                    notes.append(f"{n} blocks streamed from CPU RAM")
+                    run.notes.append(f"{n} blocks streamed from CPU RAM")
                 result = train_adapter(adapter, predict_x0, patched.model.model_sampling, x0, config,
-                                       runtime=runtime, tracks=latent_tracks, start_step=start,
-                                       optimizer_state=opt_state, save_checkpoint=save, on_step=on_step,
-                                       should_stop=mm.processing_interrupted,
+                                       runtime=runtime, tracks=tracks, start_step=adapter.meta.steps,
+                                       optimizer_state=opt_state, save_checkpoint=_saver(run, logs),
+                                       on_step=_progress(run, logs), should_stop=mm.processing_interrupted,
                                        autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
-                                       offload_activations=offload_activations)
+                                       offload_activations=run.offload_activations)
         finally:
             adapter.to("cpu")
     if result.stopped_early:

@@ -21,8 +21,8 @@ os.environ["DET_ALLOW_ABSOLUTE_PATHS"] = "1"
 sys.path.insert(0, ROOT)
 sys.path.insert(0, TESTS)
 
-from det_core.client import ComfyClient  # noqa: E402
-from det_core.host import ComfyServer, check_host_dir, prepare_base_dir  # noqa: E402
+from det_tools.client import ComfyClient  # noqa: E402
+from det_tools.host import ComfyServer, check_host_dir, prepare_base_dir  # noqa: E402
 
 
 def host_dir() -> str:

@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from det_core.adapter import AdapterMeta, DeTAdapter
 from det_core.arch import arch_named
-from det_core.client import PromptExecutionError, PromptInterrupted
+from det_tools.client import PromptExecutionError, PromptInterrupted
 from det_core.patch import DeTRuntime, forward_patches, install
 from devtools.tiny_models import TEXT_WIDTH, TINY, TINY_FILES, TINY_WAN22_LOW_FILE, tiny_transformer, write_tiny
 from det_graphs import fetch_latent, load_tracks_node, save_latent, train_node

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from det_core.adapter import AdapterMeta, DeTAdapter
-from det_core.client import PromptExecutionError
+from det_tools.client import PromptExecutionError
 from det_graphs import (apply_node, base_nodes, cotracker_node, empty_latent, load_video_node, save_latent,
                         train_node)
 from test_det_nodes import adapters_dir, load_adapter_node, write_adapter  # noqa: F401 (fixture)

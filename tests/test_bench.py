@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from det_core.bench import main as bench_main
-from det_core.host import ComfyServer
+from det_tools.bench import main as bench_main
+from det_tools.host import ComfyServer
 from det_core.video import LoadSettings, load_video, write_video
 from det_graphs import base_nodes, train_node
 
@@ -103,7 +103,7 @@ def test_dry_run_checks_the_folder(bench_dir, tmp_path, capsys):
 def test_runs_every_case_resumes_after_a_kill_and_shares_servers(bench_dir, workflow, comfy_server, comfy_host,
                                                                comfy_base, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "det_core.bench", bench_dir, "--workflow", workflow, "--server", comfy_server.url,
+    cmd = [sys.executable, "-m", "det_tools.bench", bench_dir, "--workflow", workflow, "--server", comfy_server.url,
            "--out", str(out), "--prompts-per-case", "2", "--timeout", "600", "--protocol", "both",
            "--pairing-seed", "3"]
     # 1. start, and kill the runner as soon as one case x prompt is finished

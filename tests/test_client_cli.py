@@ -1,4 +1,4 @@
-"""The headless command-line client (`python -m det_core.client`): UI-format -> API conversion, `--set`, and
+"""The headless command-line client (`python -m det_tools.client`): UI-format -> API conversion, `--set`, and
 end-to-end runs against the session's real ComfyUI server, including every exit code."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from det_core.client import (ComfyClient, ConsoleProgress, convert_ui_to_api, main, parse_value, set_input,
+from det_tools.client import (ComfyClient, ConsoleProgress, convert_ui_to_api, main, parse_value, set_input,
                              to_api_prompt, workflow_format)
-from det_core.host import free_port
+from det_tools.host import free_port
 from det_graphs import base_nodes, train_node
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +63,7 @@ def ui_workflow() -> dict:
          "outputs": [{"name": "", "type": "LATENT", "links": [6]}],
          "properties": {"showOutputText": False, "horizontal": False}},
         {"id": 7, "type": "Note", "pos": [0, -200], "size": [300, 100], "flags": {}, "order": 0, "mode": 0,
-         "inputs": [], "outputs": [], "properties": {}, "widgets_values": ["Run with python -m det_core.client"]},
+         "inputs": [], "outputs": [], "properties": {}, "widgets_values": ["Run with python -m det_tools.client"]},
         {"id": 8, "type": "PrimitiveNode", "pos": [-300, -150], "size": [210, 82], "flags": {}, "order": 2,
          "mode": 0, "title": "width", "inputs": [],
          "outputs": [{"name": "INT", "type": "INT", "widget": {"name": "width"}, "links": [8]}],
@@ -324,7 +324,7 @@ def test_cli_runs_a_ui_workflow_and_uploads_the_video(comfy, comfy_server, tmp_p
 def test_cli_as_a_subprocess(comfy_server, tmp_path, video):
     wf = write_json(tmp_path / "wf.json", ui_workflow())
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "det_core.client", wf, "--server", comfy_server.url,
+    proc = subprocess.run([sys.executable, "-m", "det_tools.client", wf, "--server", comfy_server.url,
                            "--set", f"2.video={video}", "--set", "Empty HunyuanVideo 1.0 Latent.height=32",
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -422,7 +422,7 @@ def test_cli_interrupted_exits_5(comfy, comfy_server, tmp_path, capsys):
 
 
 def test_downloaded_files_stay_inside_out_and_never_replace_each_other(tmp_path):
-    from det_core.client import local_path
+    from det_tools.client import local_path
 
     out = str(tmp_path / "out")
     assert local_path(out, "bench/run1", "clip_00001_.mp4") == os.path.join(out, "bench", "run1", "clip_00001_.mp4")

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 
 from det_core.adapter import AdapterMeta, DeTAdapter
-from det_core.client import PromptExecutionError, PromptInterrupted, PromptValidationError
+from det_tools.client import PromptExecutionError, PromptInterrupted, PromptValidationError
 from det_graphs import apply_node, base_nodes, empty_latent, fetch_latent, load_tracks_node, save_latent, train_node
 from test_adapter import randomised
 
@@ -208,7 +208,7 @@ def test_low_vram_options_train_the_same_adapter(comfy, adapters_dir):
     sample = dict(base_nodes(), empty=empty_latent(), ks=ksampler(("model", 0)))
     sample["out"] = save_latent(("ks", 0), "before_low_vram")
     before = fetch_latent(comfy, comfy.run(sample), "out")
-    plain = comfy.run(train_graph(None, output_name="plain", steps=4, overwrite=True))
+    comfy.run(train_graph(None, output_name="plain", steps=4, overwrite=True))
     low = comfy.run(train_graph(None, output_name="low", steps=4, overwrite=True, swap_blocks=3, offload_activations=True,
                                 memory="manual"))
     # the last 3 blocks (single 1, single 0, double 1) were hidden from ComfyUI's loader and kept in CPU RAM

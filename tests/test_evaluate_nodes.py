@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from det_core.client import PromptExecutionError
+from det_tools.client import PromptExecutionError
 from det_core.metrics import motion_difficulty
 from det_graphs import cotracker_node, load_video_node
 

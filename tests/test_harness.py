@@ -1,6 +1,5 @@
 """The test harness itself: a real ComfyUI loads the tiny HunyuanVideo checkpoint with stock nodes and samples it."""
 
-import io
 
 import torch
 from safetensors.torch import load

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import inspect_report
-from det_core.client import PromptExecutionError, PromptValidationError
+from det_tools.client import PromptExecutionError, PromptValidationError
 from media import empty_video, frame_indices, indexed_clip
 
 WIDGETS = ["video", "frame_load_cap", "skip_first_frames", "select_every_nth", "force_rate", "width", "height",
@@ -128,8 +128,8 @@ def test_nothing_outside_comfyuis_folders_can_be_read_or_probed(comfy_host, comf
     subfolders) only; absolute paths and '../' are refused with one message whether or not the file exists."""
     import numpy as np
 
-    from det_core.client import ComfyClient
-    from det_core.host import ComfyServer
+    from det_tools.client import ComfyClient
+    from det_tools.host import ComfyServer
 
     os.makedirs(os.path.join(input_dir, "sub"), exist_ok=True)
     indexed_clip(os.path.join(input_dir, "sub", "inside.mp4"), frames=9)

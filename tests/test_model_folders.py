@@ -2,8 +2,8 @@
 
 import os
 
-from det_core.client import ComfyClient
-from det_core.host import ComfyServer, prepare_base_dir
+from det_tools.client import ComfyClient
+from det_tools.host import ComfyServer, prepare_base_dir
 
 PACK_FOLDERS = ["det_adapters", "cotracker", "grounding-dino", "sams", "sam2", "det_eval"]
 

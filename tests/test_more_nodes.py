@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import need_shared
 from det_core.adapter import DeTAdapter
-from det_core.client import PromptExecutionError
+from det_tools.client import PromptExecutionError
 from det_core.metrics import edit_fidelity, load_clip, load_dino, temporal_consistency
 from det_graphs import (apply_node, base_nodes, cotracker_node, empty_latent, fetch_latent, load_video_node,
                         save_latent, train_node)
@@ -168,7 +168,7 @@ def test_the_shipped_evaluate_workflow_runs_end_to_end(comfy_server, comfy_base,
     the file names its Note asks for: the generated video is the reference itself, so motion fidelity is 100."""
     import shutil
 
-    from det_core.client import main
+    from det_tools.client import main
     from media import indexed_clip
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

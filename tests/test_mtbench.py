@@ -12,8 +12,8 @@ from scipy.spatial.distance import cdist
 
 from conftest import need_shared
 from det_core import public_eval
-from det_core.bench import main as bench_main
-from det_core.mtbench import read_case, scan
+from det_tools.bench import main as bench_main
+from det_tools.mtbench import read_case, scan
 
 CASES = ("dance-twirl", "dog-agility")
 

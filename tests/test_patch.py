@@ -3,7 +3,6 @@ where DeT puts it, leaves text tokens alone, starts as a no-op, and comes off cl
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import tiny_inputs
 from det_core.adapter import AdapterMeta, DeTAdapter

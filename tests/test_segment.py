@@ -4,7 +4,6 @@ binary masks, thresholds, the empty-frame report, the loaders' messages and the 
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np

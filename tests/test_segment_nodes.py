@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import inspect_report  # noqa: E402
-from det_core.client import PromptExecutionError, PromptValidationError  # noqa: E402
+from det_tools.client import PromptExecutionError, PromptValidationError  # noqa: E402
 from det_core.segment import (  # noqa: E402
     grounded_masks, load_grounding_dino, load_sam, load_sam2_video, propagated_masks,
 )

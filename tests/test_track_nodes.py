@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from det_core.client import PromptExecutionError, PromptValidationError
+from det_tools.client import PromptExecutionError, PromptValidationError
 
 
 def graph(video, mask_image=None, frames=8, checkpoint="det_test_offline.pth", **track_kw):

@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_inputs
 from det_core.adapter import AdapterMeta, DeTAdapter
 from det_core.patch import DeTRuntime, forward_patches, install
-from det_core.tracking import LatentTracks
+from det_core.tracking_loss import LatentTracks
 from det_core.train import TrainConfig, train_adapter
 from det_core.comfy_models import flow_sampling, x0_predictor
 

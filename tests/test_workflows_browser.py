@@ -5,11 +5,10 @@ The live loss curve arrives while a tiny training runs from the page."""
 
 import json
 import os
-import re
 
 import pytest
 
-from det_core.client import PromptValidationError, convert_ui_to_api
+from det_tools.client import PromptValidationError, convert_ui_to_api
 from devtools.browser import comfy_page, is_host_noise, load_workflow
 from devtools.build_workflows import BUILD_JS, EXAMPLE_VIDEO, WORKFLOWS
 from devtools.tiny_models import TINY_HV_FILE, TINY_TEXT_DIM

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from det_core.tracks import read_tracks
+
 LAYOUTS = ("published", "flat")
 PUBLISHED_INDEX = ("videos.txt", "masks.txt", "trajectories.txt")
 FLAT_FILES = ("source.mp4", "mask_first_frame.png", "tracks.npy", "caption.txt", "eval_prompts.txt")
@@ -94,42 +96,6 @@ def _index_target(case: str, folder: str, index: str) -> str:
     if not lines:
         raise CaseError(case, index, "is empty; it should name one path relative to the case folder")
     return _inside(case, folder, lines[0].strip(), index)
-
-
-def read_tracks(path: str) -> np.ndarray:
-    """A track file (.npy, or .pth / .pt holding one tensor, loaded weights-only) -> float [frames, points, 3],
-    checked: three values per point, at least 2 frames and 1 point, all finite."""
-    name = os.path.basename(path)
-    if path.endswith(".npy"):
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{name} is not a plain numpy array file ({e})") from None
-    elif path.endswith((".pth", ".pt")):
-        import torch
-
-        from .safe_load import load_weights_only
-
-        obj = load_weights_only(path, "tracks file (one [frames, points, 3] tensor saved with torch.save)")
-        if isinstance(obj, dict):
-            tensors = [v for v in obj.values() if torch.is_tensor(v)]
-            if len(tensors) != 1:
-                raise ValueError(f"{name} holds {len(tensors)} tensors; expected one [frames, points, 3] tensor")
-            obj = tensors[0]
-        if not torch.is_tensor(obj):
-            raise ValueError(f"{name} does not hold a tensor; expected one [frames, points, 3] tensor")
-        arr = obj.detach().float().numpy()
-    else:
-        raise ValueError(f"{name}: track files are .npy, .pth or .pt")
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise ValueError(f"{name} holds an array of shape {tuple(arr.shape)}; MTBench tracks are "
-                         f"[frames, points, 3] (x / W, y / H, visibility)")
-    if arr.shape[0] < 2 or arr.shape[1] < 1:
-        raise ValueError(f"{name} has {arr.shape[0]} frames and {arr.shape[1]} points; at least 2 frames and 1 "
-                         f"point are needed")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
-    return arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float32)
 
 
 def _first_mask(case: str, path: str) -> str:

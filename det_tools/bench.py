@@ -1,13 +1,13 @@
 """MTBench runner: every case x prompt of a benchmark folder through a DeT workflow on one or more ComfyUI servers,
 then the paper's table.
 
-    python -m det_core.bench BENCH_DIR --workflow det_mtbench.json --server http://127.0.0.1:8188 \
+    python -m det_tools.bench BENCH_DIR --workflow det_mtbench.json --server http://127.0.0.1:8188 \
         [--server http://gpu2:8188] --out results/ [--prompts-per-case 5] [--protocol pack|det|both] [--dry-run]
 
 Benchmark folder: MTBench as the DeT authors publish it (per case `videos.txt`, `masks.txt`, `trajectories.txt`
 pointing to `videos/<case>.mp4`, `masks/<case>/00000.png ...`, `trajectories/<case>.pth`, plus `prompts.txt` and
 `eval_prompts.txt`), or the pack's flat layout (`source.mp4`, `mask_first_frame.png`, `tracks.npy`,
-`caption.txt`, `eval_prompts.txt`); see `det_core.mtbench`. The runner says which layout each case has; a case
+`caption.txt`, `eval_prompts.txt`); see `det_tools.mtbench`. The runner says which layout each case has; a case
 with a missing or unreadable file is reported (file and reason) and skipped, the others run.
 
 Protocols (`--protocol`, recorded side by side in `results.csv` and `table.md`):
@@ -84,7 +84,7 @@ PROTOCOL_LABELS = {
 def scan(bench_dir: str, prompts_per_case: int, log=print) -> list[BenchCase]:
     """The runnable cases of a benchmark folder, with their motion difficulty; problems are reported, those cases
     skipped."""
-    from .metrics import motion_difficulty
+    from det_core.metrics import motion_difficulty
 
     cases, problems = scan_folder(bench_dir)
     for p in problems:
@@ -261,7 +261,7 @@ CSV_COLUMNS = ["case", "layout", "prompt_index", "prompt", "level", "clusters", 
 def write_reports(out: str, rows: list[dict], title: str) -> tuple[str, str]:
     """results.csv and table.md: both protocols, labelled, in the paper's layout (All / Hard / Medium / Easy);
     only the det protocol's row beside the published rows."""
-    from .evaluate import PUBLISHED
+    from det_core.evaluate import PUBLISHED
 
     os.makedirs(out, exist_ok=True)
     csv_path = os.path.join(out, "results.csv")
@@ -314,8 +314,8 @@ SOUND = {
 def dry_run(cases: list[BenchCase], mode: str, pairing_seed: int = 0) -> tuple[list[dict], list[str]]:
     """Each case's shipped tracks scored against themselves under both protocols (no model needed). Returns the
     rows and the cases that do not score what a sound folder gives."""
-    from . import public_eval
-    from .metrics import motion_fidelity
+    from det_core import public_eval
+    from det_core.metrics import motion_fidelity
 
     rows, unsound = [], []
     for case in cases:
@@ -368,7 +368,7 @@ def report_dry_run(cases: list[BenchCase], ns: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m det_core.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m det_tools.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bench_dir")
     p.add_argument("--workflow", help="API- or UI-format workflow to run per case x prompt")

@@ -11,7 +11,7 @@ It is also a headless command-line client that runs a saved workflow (the front 
 format) on a running server, with `--set NODE.INPUT=VALUE` overrides, console progress and the outputs saved
 locally:
 
-    python -m det_core.client WORKFLOW.json --server http://127.0.0.1:8188 \
+    python -m det_tools.client WORKFLOW.json --server http://127.0.0.1:8188 \
         --set "Load Video (DeT).video=clip.mp4" --set 5.steps=200 --out outputs/
 
 `convert_ui_to_api(workflow, object_info)` turns a UI-format workflow into an API prompt and
@@ -444,6 +444,103 @@ def _describe(node: dict) -> str:
     return f"node {node.get('id')} ({node.get('type')}{', ' + repr(title) if title else ''})"
 
 
+class _Sources:
+    """What feeds each link of a UI workflow, following reroutes, primitive nodes and bypassed nodes as the front
+    end does."""
+
+    def __init__(self, nodes: dict, links: dict):
+        self.nodes, self.links = nodes, links
+
+    def source(self, link_id: int, wanted_type: str | None, seen: frozenset = frozenset()):
+        """("link", node id, slot), ("value", v) or ("dropped", why): a muted source, a bypassed one with nothing to
+        pass through or an unconnected reroute, which the front end leaves out."""
+        if link_id not in self.links:
+            raise ValueError(f"link {link_id} is not in the workflow's 'links' (a damaged workflow file)")
+        from_id, from_slot, to_id, _, link_type = self.links[link_id]
+        if (from_id, from_slot) in seen:
+            raise ValueError(f"links loop through node {from_id}")
+        seen = seen | {(from_id, from_slot)}
+        node = self.nodes.get(from_id)
+        if node is None:
+            raise ValueError(f"link {link_id} into node {to_id} comes from node {from_id}, which is not in the workflow")
+        kind = node.get("type")
+        if kind == "Reroute":
+            feed = (node.get("inputs") or [{}])[0].get("link")
+            if feed is None:
+                return ("dropped", f"reroute {from_id} is not connected to anything")
+            return self.source(int(feed), wanted_type, seen)
+        if kind == "PrimitiveNode":
+            values = node.get("widgets_values") or []
+            if not values:
+                raise ValueError(f"{_describe(node)} holds no value")
+            return ("value", values[0])
+        mode = node.get("mode", 0)
+        if mode == MODE_MUTED:
+            return ("dropped", f"{_describe(node)} is muted")
+        if mode == MODE_BYPASSED:
+            want = wanted_type if wanted_type not in (None, "", "*") else link_type
+            pick = self._passed_through(node, from_slot, link_type, want)
+            if pick is None:
+                return ("dropped", f"{_describe(node)} is bypassed and has no connected {link_type} input to pass "
+                                   "through")
+            return self.source(int(node["inputs"][pick]["link"]), want, seen)
+        return ("link", from_id, from_slot)
+
+    @staticmethod
+    def _passed_through(node: dict, slot: int, link_type: str, want: str) -> int | None:
+        """The input a bypassed node passes to its output `slot`: the same slot when the types agree, else the first
+        input of the wanted type, else the first of a matching type; None when that input is not connected."""
+        ins = node.get("inputs") or []
+        out_type = ((node.get("outputs") or [])[slot:slot + 1] or [{}])[0].get("type", link_type)
+        if slot < len(ins) and _types_match(ins[slot].get("type"), out_type) \
+                and _types_match(ins[slot].get("type"), want):
+            pick = slot
+        else:
+            pick = next((i for i, x in enumerate(ins) if x.get("type") == want), None)
+            if pick is None:
+                pick = next((i for i, x in enumerate(ins) if _types_match(x.get("type"), out_type)
+                             and _types_match(x.get("type"), want)), None)
+        return None if pick is None or ins[pick].get("link") is None else pick
+
+
+def _check_expandable(node: dict, subgraphs: set) -> None:
+    kind = node.get("type")
+    if kind in subgraphs:
+        raise ValueError(f"{_describe(node)} is a subgraph, which this client does not expand: convert it back "
+                         "to nodes in the front end, or export the workflow with 'Export (API)'")
+    if isinstance(kind, str) and kind.startswith(("workflow>", "workflow/")):
+        raise ValueError(f"{_describe(node)} is a group node, which this client does not expand: ungroup it in "
+                         "the front end, or export the workflow with 'Export (API)'")
+
+
+def _node_inputs(node: dict, info: dict, sources: _Sources) -> dict:
+    """The API inputs of one node: its links (resolved to their sources) and its widget values, in the order the
+    node type declares them, then inputs it does not declare (dynamic inputs)."""
+    widgets = _widget_values(node, info)
+    required = {n for n, _, optional in _ordered_inputs(info) if not optional}
+    linked = {}
+    for inp in node.get("inputs") or []:
+        name = (inp.get("widget") or {}).get("name") or inp.get("name")
+        if inp.get("link") is None or not name:
+            continue
+        fed = sources.source(int(inp["link"]), inp.get("type"), frozenset())
+        if fed[0] == "dropped":
+            if name in required:
+                raise ValueError(f"{_describe(node)} needs its input {name!r}, but {fed[1]}; "
+                                 "connect the input or enable that node")
+            continue  # an optional input: left out, as the front end does
+        linked[name] = [fed[1], fed[2]] if fed[0] == "link" else fed[1]
+    inputs = {}
+    for name, _, _ in _ordered_inputs(info):
+        if name in linked:
+            inputs[name] = linked.pop(name)
+        elif name in widgets:
+            value = widgets[name]
+            inputs[name] = {"__value__": value} if isinstance(value, list) else value
+    inputs.update(linked)
+    return inputs
+
+
 def convert_ui_to_api(workflow: dict, object_info: dict) -> dict:
     """The API prompt {node id: {"class_type", "inputs", "_meta": {"title"}}} of a UI-format workflow.
 
@@ -455,93 +552,20 @@ def convert_ui_to_api(workflow: dict, object_info: dict) -> dict:
     if not is_ui_format(workflow):
         raise ValueError("not a UI-format workflow (no 'nodes' list)")
     nodes = {str(n["id"]): n for n in workflow["nodes"]}
-    links = _link_table(workflow)
+    sources = _Sources(nodes, _link_table(workflow))
     subgraphs = {sg.get("id") for sg in (workflow.get("definitions") or {}).get("subgraphs", []) or []}
-
-    def source(link_id: int, wanted_type: str | None, seen: frozenset = frozenset()):
-        """What feeds a link: ("link", node id, slot), ("value", v) or ("dropped", why): a muted source, a
-        bypassed one with nothing to pass through or an unconnected reroute, which the front end leaves out."""
-        if link_id not in links:
-            raise ValueError(f"link {link_id} is not in the workflow's 'links' (a damaged workflow file)")
-        from_id, from_slot, to_id, _, link_type = links[link_id]
-        if (from_id, from_slot) in seen:
-            raise ValueError(f"links loop through node {from_id}")
-        seen = seen | {(from_id, from_slot)}
-        node = nodes.get(from_id)
-        if node is None:
-            raise ValueError(f"link {link_id} into node {to_id} comes from node {from_id}, which is not in the workflow")
-        kind = node.get("type")
-        if kind == "Reroute":
-            feed = (node.get("inputs") or [{}])[0].get("link")
-            if feed is None:
-                return ("dropped", f"reroute {from_id} is not connected to anything")
-            return source(int(feed), wanted_type, seen)
-        if kind == "PrimitiveNode":
-            values = node.get("widgets_values") or []
-            if not values:
-                raise ValueError(f"{_describe(node)} holds no value")
-            return ("value", values[0])
-        mode = node.get("mode", 0)
-        if mode == MODE_MUTED:
-            return ("dropped", f"{_describe(node)} is muted")
-        if mode == MODE_BYPASSED:
-            want = wanted_type if wanted_type not in (None, "", "*") else link_type
-            ins = node.get("inputs") or []
-            out_type = ((node.get("outputs") or [])[from_slot:from_slot + 1] or [{}])[0].get("type", link_type)
-            pick = None
-            if from_slot < len(ins) and _types_match(ins[from_slot].get("type"), out_type) \
-                    and _types_match(ins[from_slot].get("type"), want):
-                pick = from_slot
-            else:
-                pick = next((i for i, x in enumerate(ins) if x.get("type") == want), None)
-                if pick is None:
-                    pick = next((i for i, x in enumerate(ins) if _types_match(x.get("type"), out_type)
-                                 and _types_match(x.get("type"), want)), None)
-            if pick is None or ins[pick].get("link") is None:
-                return ("dropped", f"{_describe(node)} is bypassed and has no connected {link_type} input to pass "
-                                   "through")
-            return source(int(ins[pick]["link"]), want, seen)
-        return ("link", from_id, from_slot)
-
     prompt = {}
     for node_id, node in nodes.items():
         kind = node.get("type")
         if kind in UI_ONLY_NODE_TYPES or node.get("mode", 0) in (MODE_MUTED, MODE_BYPASSED):
             continue
-        if kind in subgraphs:
-            raise ValueError(f"{_describe(node)} is a subgraph, which this client does not expand: convert it back "
-                             "to nodes in the front end, or export the workflow with 'Export (API)'")
-        if isinstance(kind, str) and kind.startswith(("workflow>", "workflow/")):
-            raise ValueError(f"{_describe(node)} is a group node, which this client does not expand: ungroup it in "
-                             "the front end, or export the workflow with 'Export (API)'")
+        _check_expandable(node, subgraphs)
         info = object_info.get(kind)
         if info is None:
             raise ValueError(f"{_describe(node)}: the server has no node type {kind!r}; "
                              "install the node pack or check the name")
-        widgets = _widget_values(node, info)
-        required = {n for n, _, optional in _ordered_inputs(info) if not optional}
-        linked = {}
-        for inp in node.get("inputs") or []:
-            name = (inp.get("widget") or {}).get("name") or inp.get("name")
-            if inp.get("link") is None or not name:
-                continue
-            fed = source(int(inp["link"]), inp.get("type"), frozenset())
-            if fed[0] == "dropped":
-                if name in required:
-                    raise ValueError(f"{_describe(node)} needs its input {name!r}, but {fed[1]}; "
-                                     "connect the input or enable that node")
-                continue  # an optional input: left out, as the front end does
-            linked[name] = [fed[1], fed[2]] if fed[0] == "link" else fed[1]
-        inputs = {}
-        for name, _, _ in _ordered_inputs(info):
-            if name in linked:
-                inputs[name] = linked.pop(name)
-            elif name in widgets:
-                value = widgets[name]
-                inputs[name] = {"__value__": value} if isinstance(value, list) else value
-        inputs.update(linked)  # inputs the node type does not declare (dynamic inputs)
         title = node.get("title") or info.get("display_name") or kind
-        prompt[node_id] = {"class_type": kind, "inputs": inputs, "_meta": {"title": title}}
+        prompt[node_id] = {"class_type": kind, "inputs": _node_inputs(node, info, sources), "_meta": {"title": title}}
     if not prompt:
         raise ValueError("the workflow has no node to run (only notes, reroutes, muted or bypassed nodes)")
     return prompt
@@ -716,7 +740,7 @@ def _one_line(text: Any) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m det_core.client",
+        prog="python -m det_tools.client",
         description="Run a ComfyUI workflow (saved from the front end, or in API format) on a running server, "
                     "show its progress and save its outputs.",
         epilog="exit codes: 0 done, 2 bad arguments / --set / workflow, 3 prompt refused (validation), "
@@ -735,98 +759,127 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit code (see the module docstring)."""
-    import websocket  # websocket-client
+class _Exit(Exception):
+    """Ends the command line with an exit code and the lines to print on stderr."""
 
-    def fail(code: int, message: str) -> int:
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        return code
+    def __init__(self, code: int, *lines: str):
+        super().__init__(lines[0] if lines else "")
+        self.code, self.lines = code, lines
 
+
+def _read_workflow(path: str) -> dict:
     try:
-        args = _parser().parse_args(argv)
-    except SystemExit as e:  # argparse printed the usage and the problem
-        return e.code if isinstance(e.code, int) else EXIT_BAD_ARGS
-    if args.timeout is not None and not args.timeout > 0:
-        return fail(EXIT_BAD_ARGS, f"--timeout must be a positive number of seconds, not {args.timeout:g}")
-    server = args.server if "://" in args.server else "http://" + args.server
-    try:
-        with open(args.workflow, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             workflow = json.load(f)
         workflow_format(_unwrap(workflow))
     except OSError as e:
-        return fail(EXIT_BAD_ARGS, f"cannot read the workflow {args.workflow}: {e.strerror or e}")
+        raise _Exit(EXIT_BAD_ARGS, f"cannot read the workflow {path}: {e.strerror or e}") from None
     except ValueError as e:
-        return fail(EXIT_BAD_ARGS, f"{args.workflow}: {_one_line(e)}")
+        raise _Exit(EXIT_BAD_ARGS, f"{path}: {_one_line(e)}") from None
+    return workflow
 
-    client = ComfyClient(server)
+
+def _object_info(client: "ComfyClient") -> dict:
     try:
-        object_info = client.object_info()
+        return client.object_info()
     except ConnectionError as e:
-        return fail(EXIT_UNREACHABLE, f"{e} (is the server running? `make serve PORT=...` starts one)")
+        raise _Exit(EXIT_UNREACHABLE, f"{e} (is the server running? `make serve PORT=...` starts one)") from None
     except (urllib.error.HTTPError, ValueError) as e:
-        return fail(EXIT_UNREACHABLE, f"{client.url}/object_info did not answer like a ComfyUI server: {_one_line(e)}")
+        raise _Exit(EXIT_UNREACHABLE, f"{client.url}/object_info did not answer like a ComfyUI server: "
+                                      f"{_one_line(e)}") from None
     except OSError as e:  # a request that timed out
-        return fail(EXIT_UNREACHABLE, f"cannot reach ComfyUI at {client.url}: {e}")
+        raise _Exit(EXIT_UNREACHABLE, f"cannot reach ComfyUI at {client.url}: {e}") from None
+
+
+def _build_prompt(args, workflow: dict, object_info: dict, client: "ComfyClient") -> dict:
+    """The API prompt with every --set applied (uploads included)."""
     try:
         prompt = to_api_prompt(workflow, object_info)
     except ValueError as e:
-        return fail(EXIT_BAD_ARGS, f"{args.workflow}: {_one_line(e)}")
+        raise _Exit(EXIT_BAD_ARGS, f"{args.workflow}: {_one_line(e)}") from None
     for spec in args.sets:
         try:
             set_input(prompt, spec, object_info, client)
         except ValueError as e:
-            return fail(EXIT_BAD_ARGS, f"--set {spec!r}: {_one_line(e)}")
+            raise _Exit(EXIT_BAD_ARGS, f"--set {spec!r}: {_one_line(e)}") from None
         except ConnectionError as e:
-            return fail(EXIT_UNREACHABLE, str(e))
+            raise _Exit(EXIT_UNREACHABLE, str(e)) from None
         except urllib.error.HTTPError as e:
-            return fail(EXIT_BAD_ARGS, f"--set {spec!r}: the upload was refused by {client.url}: HTTP {e.code} {e.reason}")
+            raise _Exit(EXIT_BAD_ARGS, f"--set {spec!r}: the upload was refused by {client.url}: HTTP {e.code} "
+                                       f"{e.reason}") from None
         except OSError as e:
-            return fail(EXIT_BAD_ARGS, f"--set {spec!r}: cannot read the file to upload: {e}")
-    if args.dry_run:
-        print(json.dumps(prompt, indent=2))
-        return EXIT_OK
+            raise _Exit(EXIT_BAD_ARGS, f"--set {spec!r}: cannot read the file to upload: {e}") from None
+    return prompt
+
+
+def _execute(args, client: "ComfyClient", prompt: dict):
+    """Queue the prompt and wait for its result, with progress on the console; _Exit for each way it can fail."""
+    import websocket  # websocket-client
 
     progress = None if args.quiet else ConsoleProgress(prompt)
     timeout = args.timeout if args.timeout is not None else math.inf
     try:
-        result = client.run(prompt, timeout=timeout, on_message=progress)
+        return client.run(prompt, timeout=timeout, on_message=progress)
     except PromptValidationError as e:
         head = e.error.get("message", "prompt rejected") + (f": {e.error['details']}" if e.error.get("details") else "")
-        print(f"error: the server refused the prompt: {_one_line(head)}", file=sys.stderr)
-        for node_id, info in e.node_errors.items():
-            for err in info.get("errors", []):
-                print(f"error: node {node_id} {_node_title(prompt, node_id)!r} ({info.get('class_type')}): "
-                      f"{_one_line(err.get('message'))}: {_one_line(err.get('details'))}", file=sys.stderr)
-        return EXIT_VALIDATION
+        lines = [f"the server refused the prompt: {_one_line(head)}"]
+        lines += [f"node {node_id} {_node_title(prompt, node_id)!r} ({info.get('class_type')}): "
+                  f"{_one_line(err.get('message'))}: {_one_line(err.get('details'))}"
+                  for node_id, info in e.node_errors.items() for err in info.get("errors", [])]
+        raise _Exit(EXIT_VALIDATION, *lines) from None
     except PromptExecutionError as e:
-        return fail(EXIT_EXECUTION, f"node {e.node_id} {_node_title(prompt, str(e.node_id))!r} ({e.node_type}) "
-                                    f"failed: {e.exception_type}: {_one_line(e.exception_message)}")
+        raise _Exit(EXIT_EXECUTION, f"node {e.node_id} {_node_title(prompt, str(e.node_id))!r} ({e.node_type}) "
+                                    f"failed: {e.exception_type}: {_one_line(e.exception_message)}") from None
     except PromptInterrupted as e:
-        return fail(EXIT_INTERRUPTED, str(e))
+        raise _Exit(EXIT_INTERRUPTED, str(e)) from None
     except TimeoutError:
-        return fail(EXIT_TIMEOUT, f"timed out after {args.timeout:g} s; prompt {client.last_prompt_id} is still "
-                                  f"queued or running on {client.url} (POST {client.url}/interrupt stops it)")
+        raise _Exit(EXIT_TIMEOUT, f"timed out after {args.timeout:g} s; prompt {client.last_prompt_id} is still "
+                                  f"queued or running on {client.url} (POST {client.url}/interrupt stops it)") from None
     except ComfyError as e:
-        return fail(EXIT_VALIDATION, _one_line(e))
+        raise _Exit(EXIT_VALIDATION, _one_line(e)) from None
     except (ConnectionError, websocket.WebSocketException) as e:
-        return fail(EXIT_UNREACHABLE, f"lost the connection to ComfyUI at {client.url}: {_one_line(e)}")
+        raise _Exit(EXIT_UNREACHABLE, f"lost the connection to ComfyUI at {client.url}: {_one_line(e)}") from None
     except KeyboardInterrupt:
         if client.last_prompt_id:
             try:
                 client.cancel(client.last_prompt_id)
             except OSError:
                 pass
-        return fail(EXIT_INTERRUPTED, f"stopped by the user; prompt {client.last_prompt_id} was cancelled")
+        raise _Exit(EXIT_INTERRUPTED, f"stopped by the user; prompt {client.last_prompt_id} was cancelled") from None
     finally:
         if progress is not None:
             progress.close()
+
+
+def _save_outputs(client: "ComfyClient", result, out: str) -> list[str]:
     try:
-        saved = client.download_outputs(result, args.out) + save_text_outputs(result, args.out)
+        return client.download_outputs(result, out) + save_text_outputs(result, out)
     except ConnectionError as e:
-        return fail(EXIT_UNREACHABLE, str(e))
+        raise _Exit(EXIT_UNREACHABLE, str(e)) from None
     except OSError as e:
-        return fail(EXIT_BAD_ARGS, f"cannot save the outputs into {args.out}: {e}")
+        raise _Exit(EXIT_BAD_ARGS, f"cannot save the outputs into {out}: {e}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit code (see the module docstring)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # argparse printed the usage and the problem
+        return e.code if isinstance(e.code, int) else EXIT_BAD_ARGS
+    try:
+        if args.timeout is not None and not args.timeout > 0:
+            raise _Exit(EXIT_BAD_ARGS, f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+        workflow = _read_workflow(args.workflow)
+        client = ComfyClient(args.server if "://" in args.server else "http://" + args.server)
+        prompt = _build_prompt(args, workflow, _object_info(client), client)
+        if args.dry_run:
+            print(json.dumps(prompt, indent=2))
+            return EXIT_OK
+        saved = _save_outputs(client, _execute(args, client, prompt), args.out)
+    except _Exit as e:
+        for line in e.lines:
+            print(f"error: {line}", file=sys.stderr, flush=True)
+        return e.code
     for path in saved:
         print(path)
     if not saved:

@@ -1,4 +1,4 @@
-"""det_core.tracking: the dense tracking loss and the mapping of tracks onto the latent grid."""
+"""det_core.tracking_loss: the dense tracking loss and the mapping of tracks onto the latent grid."""
 
 import os
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from det_core.tracking import (LatentTracks, TrackError, gather_along_tracks, latent_frame_ids, tracking_loss,
+from det_core.tracking_loss import (LatentTracks, TrackError, gather_along_tracks, latent_frame_ids, tracking_loss,
                                tracks_for_latent)
 
 

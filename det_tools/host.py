@@ -164,7 +164,7 @@ class ComfyServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m det_core.host", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m det_tools.host", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     serve = sub.add_parser("serve", help="run ComfyUI with this pack in the foreground on 127.0.0.1")
     serve.add_argument("--host-dir", required=True, help="the ComfyUI folder")
