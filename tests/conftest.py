@@ -103,6 +103,19 @@ def mtbench_examples() -> str:
     return need_shared(SHARED_EXAMPLES)
 
 
+@pytest.fixture(scope="session")
+def pack_cases(tmp_path_factory) -> str:
+    """The pack's own MTBench cases in the flat layout (tests/media.py `PACK_CASES`: a blue square on a figure eight,
+    a red disc on a zig-zag, 49 frames at 720 x 480 with masks and exact tracks), drawn for this session: the tests
+    that need footage but not real footage run from a bare clone."""
+    from media import PACK_CASES, world_case
+
+    root = str(tmp_path_factory.mktemp("pack_cases"))
+    for name in PACK_CASES:
+        world_case(root, name)
+    return root
+
+
 def inspect_report(result, node_id: str) -> dict:
     """The JSON that a DeTTestInspect node reported."""
     return json.loads(result.outputs[node_id]["text"][0])

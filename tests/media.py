@@ -34,3 +34,47 @@ def empty_video(path: str, width: int = 64, height: int = 64) -> str:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         container.start_encoding()
     return path
+
+
+PACK_CASES = {"world-figure-eight": ("figure_eight", "blue", "square"), "world-zig-zag": ("zig_zag", "red", "disc")}
+"""The pack's own MTBench cases (flat layout), drawn by the small world's renderer at the real cases' size: name ->
+(motion, colour, shape)."""
+
+
+def world_case(folder: str, name: str, frames: int = 49, width: int = 720, height: int = 480, points: int = 100) -> str:
+    """A flat MTBench case drawn here (`PACK_CASES[name]`): `source.mp4` (one object moving along the named path on a
+    grey background, `frames` frames at `width` x `height`), `mask_first_frame.png` (the object on frame 0),
+    `tracks.npy` ([frames, points, 3]: x / W, y / H, visibility; exact points on the object), `caption.txt` and
+    `eval_prompts.txt`. Returns the case folder."""
+    import os
+
+    import torch
+    from PIL import Image
+
+    from miniworld import world
+
+    motion, colour, shape = PACK_CASES[name]
+    side = min(width, height)
+    path = world.reference_path(motion, frames, side) + np.array([(width - side) / 2, (height - side) / 2])
+    half = 0.125 * side
+    yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
+                            indexing="ij")
+    p = torch.from_numpy(path)
+    dist = world.shape_distance(shape, xx[None] - p[:, 0, None, None], yy[None] - p[:, 1, None, None], half)
+    alpha = (0.5 - dist).clamp(0.0, 1.0)[..., None]  # F H W 1
+    rgb = torch.tensor(world.COLOURS[colour], dtype=torch.float64)
+    clip = (0.2 * (1 - alpha) + rgb * alpha).clamp(0, 1)
+    case = os.path.join(folder, name)
+    os.makedirs(case, exist_ok=True)
+    write_video((clip.numpy() * 255).round().astype(np.uint8), os.path.join(case, "source.mp4"), fps=8.0, crf=12)
+    Image.fromarray(((alpha[0, ..., 0] > 0.5).numpy() * 255).astype(np.uint8)).save(
+        os.path.join(case, "mask_first_frame.png"))
+    offsets = world.object_points(shape, half, points)
+    pts = path[:, None, :] + offsets[None]  # F N 2
+    tracks = np.concatenate([pts / np.array([width, height]), np.ones(pts.shape[:2] + (1,))], -1).astype(np.float32)
+    np.save(os.path.join(case, "tracks.npy"), tracks)
+    with open(os.path.join(case, "caption.txt"), "w") as f:
+        f.write(f"{world.caption(colour, shape)} moving on a grey background\n")
+    with open(os.path.join(case, "eval_prompts.txt"), "w") as f:
+        f.write("a green triangle moving on a grey background\na white disc moving on a grey background\n")
+    return case

@@ -23,11 +23,11 @@ W, H, F, POINTS = 192, 128, 9, 16
 
 
 @pytest.fixture(scope="module")
-def bench_dir(tmp_path_factory, mtbench_examples):
+def bench_dir(tmp_path_factory, pack_cases):
     """Both shared cases cut to 9 frames at 192x128 (tracks and mask to match), 2 prompts each."""
     root = tmp_path_factory.mktemp("mtbench")
-    for case in ("dance-twirl", "dog-agility"):
-        src, dst = os.path.join(mtbench_examples, case), root / case
+    for case in ("world-figure-eight", "world-zig-zag"):
+        src, dst = os.path.join(pack_cases, case), root / case
         dst.mkdir()
         frames = load_video(os.path.join(src, "source.mp4"), LoadSettings(frame_load_cap=F, width=W, height=H, snap="off")).frames
         write_video(frames, str(dst / "source.mp4"), fps=8, crf=12)
@@ -37,7 +37,7 @@ def bench_dir(tmp_path_factory, mtbench_examples):
         shutil.copy(os.path.join(src, "eval_prompts.txt"), dst / "eval_prompts.txt")
     broken = root / "zz-broken"
     broken.mkdir()
-    shutil.copy(os.path.join(mtbench_examples, "dog-agility", "caption.txt"), broken / "caption.txt")
+    shutil.copy(os.path.join(pack_cases, "world-zig-zag", "caption.txt"), broken / "caption.txt")
     return str(root)
 
 
@@ -88,7 +88,7 @@ def test_dry_run_checks_the_folder(bench_dir, tmp_path, capsys):
             "eval_prompts.txt)") in printed
     assert "2 case(s) in the flat layout" in printed
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert [r["case"] for r in rows] == ["dance-twirl", "dog-agility"]
+    assert [r["case"] for r in rows] == ["world-figure-eight", "world-zig-zag"]
     for r in rows:  # a track set against itself: 100 under the pack's protocol; under the public one only local is
         assert float(r["pack_motion_fidelity"]) == pytest.approx(100.0)
         assert float(r["det_local"]) == pytest.approx(1.0) and float(r["det_global"]) < 0.99
@@ -125,7 +125,7 @@ def test_runs_every_case_resumes_after_a_kill_and_shares_servers(bench_dir, work
     assert len(final) == 4
     assert all(os.path.getmtime(p) == t for p, t in stamps.items()), "a finished run was redone"
     records = [json.load(open(p)) for p in final]
-    assert {r["case"] for r in records} == {"dance-twirl", "dog-agility"}
+    assert {r["case"] for r in records} == {"world-figure-eight", "world-zig-zag"}
     for r in records:
         assert 0 < r["pack_motion_fidelity"] <= 100 and r["level"] in ("easy", "medium", "hard")
         assert 0 < r["det_motion_fidelity"] <= 100 and r["det_seed"] == 3 and r["det_tracks"] > 0

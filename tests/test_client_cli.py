@@ -120,8 +120,8 @@ def object_info(comfy_server) -> dict:
 
 
 @pytest.fixture
-def video(mtbench_examples) -> str:
-    return os.path.join(mtbench_examples, "dog-agility", "source.mp4")
+def video(pack_cases) -> str:
+    return os.path.join(pack_cases, "world-zig-zag", "source.mp4")
 
 
 def write_json(path, data) -> str:

@@ -1,5 +1,5 @@
 """Proof that det_core.cotracker is CoTracker3: the reference implementation (fetched at test time) and ours,
-with identical random weights, give the same tracks on real video, offline and online. Plus checkpoint loading."""
+with identical random weights, give the same tracks on a video (the pack's drawn zig-zag case), offline and online. Plus checkpoint loading."""
 
 import os
 
@@ -28,9 +28,9 @@ def monkeypatch_module():
 
 
 @pytest.fixture(scope="module")
-def clip(mtbench_examples):
-    """16 frames of dog-agility at the model resolution, (1, T, 3, 384, 512) in 0..255."""
-    v = load_video(os.path.join(mtbench_examples, "dog-agility", "source.mp4"),
+def clip(pack_cases):
+    """16 frames of world-zig-zag at the model resolution, (1, T, 3, 384, 512) in 0..255."""
+    v = load_video(os.path.join(pack_cases, "world-zig-zag", "source.mp4"),
                    LoadSettings(frame_load_cap=16, width=512, height=384, snap="off", trim_4k_plus_1=False))
     return (v.frames.permute(0, 3, 1, 2) * 255.0)[None]
 

@@ -90,8 +90,8 @@ def train_graph(tracks_path=None, **train_kw):
     return g
 
 
-def test_training_writes_an_adapter_with_metadata_and_a_falling_loss(comfy, adapters_dir, mtbench_examples):
-    tracks = os.path.join(mtbench_examples, "dance-twirl", "tracks.npy")
+def test_training_writes_an_adapter_with_metadata_and_a_falling_loss(comfy, adapters_dir, pack_cases):
+    tracks = os.path.join(pack_cases, "world-figure-eight", "tracks.npy")
     result = comfy.run(train_graph(tracks, output_name="trained", steps=40), timeout=300)
     path = os.path.join(adapters_dir, "trained.safetensors")
     with safe_open(path, "pt") as f:
@@ -114,8 +114,8 @@ def test_training_writes_an_adapter_with_metadata_and_a_falling_loss(comfy, adap
     assert all(float(m.up.weight.detach().abs().sum()) > 0 for m in trained.double_blocks.values()), "up convs never left zero"
 
 
-def test_training_on_block_features_and_without_tracks(comfy, adapters_dir, mtbench_examples):
-    tracks = os.path.join(mtbench_examples, "dance-twirl", "tracks.npy")
+def test_training_on_block_features_and_without_tracks(comfy, adapters_dir, pack_cases):
+    tracks = os.path.join(pack_cases, "world-figure-eight", "tracks.npy")
     comfy.run(train_graph(tracks, output_name="features", steps=25, tracking_features="block", feature_block="double:1"))
     log = torch.load(os.path.join(adapters_dir, "features.optim.pt"), weights_only=True)["log"]
     assert any(e["track"] is not None for e in log)

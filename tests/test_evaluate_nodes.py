@@ -1,5 +1,5 @@
-"""Evaluation nodes through the real server: motion difficulty of real tracks, motion fidelity of a video against
-itself and against its time-reversed copy."""
+"""Evaluation nodes through the real server, on the pack's own drawn cases (tests/media.py): motion difficulty of
+a case's tracks, motion fidelity of a video against itself and against its exact object tracks."""
 
 import json
 import os
@@ -13,8 +13,8 @@ from det_core.metrics import motion_difficulty
 from det_graphs import cotracker_node, load_video_node
 
 
-def test_motion_difficulty_node_on_real_tracks(comfy, mtbench_examples):
-    path = os.path.join(mtbench_examples, "dog-agility", "tracks.npy")
+def test_motion_difficulty_node_matches_the_metric(comfy, pack_cases):
+    path = os.path.join(pack_cases, "world-zig-zag", "tracks.npy")
     g = {"load": {"class_type": "DeTLoadTracks", "inputs": {"path": path, "width": 720, "height": 480}},
          "diff": {"class_type": "DeTMotionDifficulty", "inputs": {"tracks": ["load", 0]}},
          "n": {"class_type": "DeTTestInspect", "inputs": {"value": ["diff", 0], "label": "clusters"}},
@@ -38,30 +38,30 @@ def fidelity_graph(source, generated, cotracker_file):
     }
 
 
-def test_motion_fidelity_is_100_against_itself_and_lower_against_other_motion(comfy, cotracker_file, mtbench_examples):
-    video = os.path.join(mtbench_examples, "dance-twirl", "source.mp4")
+def test_motion_fidelity_is_100_against_itself_and_lower_against_other_motion(comfy, cotracker_file, pack_cases):
+    video = os.path.join(pack_cases, "world-figure-eight", "source.mp4")
     same = json.loads(comfy.run(fidelity_graph(video, video, cotracker_file), timeout=600).outputs["score"]["text"][0])
     assert same["motion_fidelity"] == pytest.approx(100.0)
     assert same["edit_fidelity"] is None and same["temporal_consistency"] is None
-    # the random tracker barely moves points, so real motion (the published tracks) scores far lower against it
+    # the random tracker barely moves points, so the object's real motion (its exact tracks) scores far lower
     g = fidelity_graph(video, video, cotracker_file)
     g["tracks"] = {"class_type": "DeTLoadTracks", "inputs": {
-        "path": os.path.join(mtbench_examples, "dance-twirl", "tracks.npy"), "width": 720, "height": 480}}
+        "path": os.path.join(pack_cases, "world-figure-eight", "tracks.npy"), "width": 720, "height": 480}}
     del g["score"]["inputs"]["source"]
     g["score"]["inputs"]["source_tracks"] = ["tracks", 0]
-    real = json.loads(comfy.run(g, timeout=600).outputs["score"]["text"][0])
-    assert real["motion_fidelity"] < 90.0, real
+    moving = json.loads(comfy.run(g, timeout=600).outputs["score"]["text"][0])
+    assert moving["motion_fidelity"] < 90.0, moving
 
 
-def test_det_protocol_beside_the_pack_protocol_through_the_server(comfy, cotracker_file, mtbench_examples, input_dir):
+def test_det_protocol_beside_the_pack_protocol_through_the_server(comfy, cotracker_file, pack_cases, input_dir):
     """protocol=both: the pack's scores first, the public evaluation's under protocols.det; a video against itself
     is 100 under the pack's protocol, local 100 but global below 100 under the public one."""
     from PIL import Image
 
     from det_core.public_eval import box_mask, grid_queries
 
-    video = os.path.join(mtbench_examples, "dance-twirl", "source.mp4")
-    mask_png = os.path.join(mtbench_examples, "dance-twirl", "mask_first_frame.png")
+    video = os.path.join(pack_cases, "world-figure-eight", "source.mp4")
+    mask_png = os.path.join(pack_cases, "world-figure-eight", "mask_first_frame.png")
     shutil.copy(mask_png, os.path.join(input_dir, "det_protocol_mask.png"))
     g = fidelity_graph(video, video, cotracker_file)
     g["mask_image"] = {"class_type": "LoadImage", "inputs": {"image": "det_protocol_mask.png"}}

@@ -53,8 +53,8 @@ def test_dance_twirl_gives_49_frames_of_480x720(comfy, mtbench_examples):
     assert "49 frames 720x480" in r["info"]["value"]
 
 
-def test_uploaded_video_with_selection_and_size(comfy, mtbench_examples):
-    name = comfy.upload(os.path.join(mtbench_examples, "dog-agility", "source.mp4"))
+def test_uploaded_video_with_selection_and_size(comfy, pack_cases):
+    name = comfy.upload(os.path.join(pack_cases, "world-zig-zag", "source.mp4"))
     assert name == "source.mp4"
     assert "source.mp4" in comfy.object_info("DeTLoadVideo")["DeTLoadVideo"]["input"]["required"]["video"][1]["options"]
     _, r = run_load(comfy, name, frame_load_cap=18, select_every_nth=2, width=360)

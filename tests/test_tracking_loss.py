@@ -65,8 +65,8 @@ def test_gradient_reaches_the_features():
     assert feats.grad.abs().sum() > 0
 
 
-def test_real_tracks_map_to_every_fourth_frame_and_the_latent_grid(mtbench_examples):
-    arr = torch.from_numpy(np.load(os.path.join(mtbench_examples, "dance-twirl", "tracks.npy")))  # 49 100 3
+def test_tracks_map_to_every_fourth_frame_and_the_latent_grid(pack_cases):
+    arr = torch.from_numpy(np.load(os.path.join(pack_cases, "world-figure-eight", "tracks.npy")))  # 49 100 3
     w, h = 720, 480
     path = arr[..., :2] * torch.tensor([w, h])
     vis = arr[..., 2] > 0.5

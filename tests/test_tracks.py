@@ -38,8 +38,8 @@ def test_weighted_sampling_stays_inside_is_seeded_and_favours_thin_parts(mtbench
     assert np.mean(weighted) > 1.5 * np.mean(uniform), (weighted, uniform)
 
 
-def test_grid_sampling(mtbench_examples):
-    mask = real_mask(mtbench_examples, "dog-agility")
+def test_grid_sampling(pack_cases):
+    mask = real_mask(pack_cases, "world-zig-zag")
     pts = sample_grid(480, 720, 100, mask)
     assert len(pts) == 100 and mask[pts[:, 1].long(), pts[:, 0].long()].all()
     full = sample_grid(480, 720, 100)
@@ -54,8 +54,8 @@ def test_grid_sampling(mtbench_examples):
         sample_queries("random", 10, 64, 64, torch.ones(64, 64))
 
 
-def test_conversions_round_trip_exactly(mtbench_examples):
-    arr = np.load(os.path.join(mtbench_examples, "dance-twirl", "tracks.npy"))
+def test_conversions_round_trip_exactly(pack_cases):
+    arr = np.load(os.path.join(pack_cases, "world-figure-eight", "tracks.npy"))
     tracks = from_mtbench(arr, 720, 480)
     assert tuple(tracks["track_path"].shape) == (49, 100, 2) and tuple(tracks["track_visibility"].shape) == (49, 100)
     back = to_mtbench(tracks)

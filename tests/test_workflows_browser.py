@@ -21,11 +21,11 @@ MODEL_INPUTS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name"
 
 
 @pytest.fixture(scope="module")
-def page(comfy_server, input_dir, mtbench_examples):
+def page(comfy_server, input_dir, pack_cases):
     import shutil
 
     for name in (EXAMPLE_VIDEO, "det_generated.mp4"):  # the example videos the workflows name
-        shutil.copy(os.path.join(mtbench_examples, "dance-twirl", "source.mp4"), os.path.join(input_dir, name))
+        shutil.copy(os.path.join(pack_cases, "world-figure-eight", "source.mp4"), os.path.join(input_dir, name))
     with comfy_page(comfy_server.url) as (pg, messages):
         yield pg, messages
 
