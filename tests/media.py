@@ -78,3 +78,30 @@ def world_case(folder: str, name: str, frames: int = 49, width: int = 720, heigh
     with open(os.path.join(case, "eval_prompts.txt"), "w") as f:
         f.write("a green triangle moving on a grey background\na white disc moving on a grey background\n")
     return case
+
+
+def published_case(flat_case: str, folder: str) -> str:
+    """A flat case (`world_case`) rewritten in the DeT authors' published layout under `folder`: the index files
+    `videos.txt`, `masks.txt`, `trajectories.txt` pointing at `videos/<case>.mp4`, `masks/<case>/00000.png` (the
+    first-frame mask) and `trajectories/<case>.pth` (one [frames, points, 3] tensor), plus `prompts.txt` and
+    `eval_prompts.txt`. Returns the new case folder."""
+    import os
+    import shutil
+
+    import torch
+
+    name = os.path.basename(flat_case.rstrip("/"))
+    case = os.path.join(folder, name)
+    for sub in ("videos", os.path.join("masks", name), "trajectories"):
+        os.makedirs(os.path.join(case, sub), exist_ok=True)
+    shutil.copy(os.path.join(flat_case, "source.mp4"), os.path.join(case, "videos", f"{name}.mp4"))
+    shutil.copy(os.path.join(flat_case, "mask_first_frame.png"), os.path.join(case, "masks", name, "00000.png"))
+    torch.save(torch.from_numpy(np.load(os.path.join(flat_case, "tracks.npy"))),
+               os.path.join(case, "trajectories", f"{name}.pth"))
+    for index, target in (("videos.txt", f"videos/{name}.mp4"), ("masks.txt", f"masks/{name}"),
+                          ("trajectories.txt", f"trajectories/{name}.pth")):
+        with open(os.path.join(case, index), "w") as f:
+            f.write(target + "\n")
+    shutil.copy(os.path.join(flat_case, "caption.txt"), os.path.join(case, "prompts.txt"))
+    shutil.copy(os.path.join(flat_case, "eval_prompts.txt"), os.path.join(case, "eval_prompts.txt"))
+    return case

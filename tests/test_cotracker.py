@@ -1,5 +1,6 @@
-"""Proof that det_core.cotracker is CoTracker3: the reference implementation (fetched at test time) and ours,
-with identical random weights, give the same tracks on a video (the pack's drawn zig-zag case), offline and online. Plus checkpoint loading."""
+"""Proof that det_core.cotracker is CoTracker3: the reference implementation (Meta's code, fetched into the cache by
+make setup) and ours, with identical random weights, give the same tracks on a video (the pack's drawn zig-zag
+case), offline and online. Plus checkpoint loading."""
 
 import os
 

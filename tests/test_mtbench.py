@@ -23,6 +23,16 @@ def published(mtbench_examples) -> str:
     return need_shared(os.path.join(os.path.dirname(mtbench_examples), "mtbench_det_layout"))
 
 
+@pytest.fixture(scope="module")
+def drawn_published(pack_cases, tmp_path_factory) -> str:
+    """The pack's drawn zig-zag case in the published layout (for the reader's error paths: no real footage needed)."""
+    from media import published_case
+
+    root = str(tmp_path_factory.mktemp("published"))
+    published_case(os.path.join(pack_cases, "world-zig-zag"), root)
+    return root
+
+
 def test_published_and_flat_layouts_read_the_same(published, mtbench_examples):
     pub, pub_problems = scan(published)
     flat, flat_problems = scan(mtbench_examples)
@@ -43,16 +53,24 @@ def test_one_published_case_folder_is_a_benchmark_of_one(published):
     assert [c.name for c in cases] == ["dog-agility"] and not problems
 
 
+def test_a_drawn_case_reads_the_same_in_both_layouts(drawn_published, pack_cases):
+    pub = read_case(os.path.join(drawn_published, "world-zig-zag"))
+    flat = read_case(os.path.join(pack_cases, "world-zig-zag"))
+    assert (pub.layout, flat.layout) == ("published", "flat")
+    assert np.array_equal(pub.tracks, flat.tracks) and pub.caption == flat.caption
+    assert pub.prompts == flat.prompts and pub.size == flat.size == (720, 480)
+
+
 @pytest.fixture()
-def malformed(published, tmp_path):
-    """Five copies of dog-agility: one sound, four broken in different ways."""
+def malformed(drawn_published, tmp_path):
+    """Five copies of a published-layout case: one sound, four broken in different ways."""
     root = tmp_path / "bench"
     for name in ("a-sound", "b-no-index", "c-points-nowhere", "d-wrong-shape", "e-escapes"):
-        shutil.copytree(os.path.join(published, "dog-agility"), root / name)
+        shutil.copytree(os.path.join(drawn_published, "world-zig-zag"), root / name)
     os.remove(root / "b-no-index" / "masks.txt")
     (root / "c-points-nowhere" / "videos.txt").write_text("videos/missing.mp4\n")
-    torch.save(torch.zeros(49, 100, 2), root / "d-wrong-shape" / "trajectories" / "dog-agility.pth")
-    (root / "e-escapes" / "videos.txt").write_text("../a-sound/videos/dog-agility.mp4\n")
+    torch.save(torch.zeros(49, 100, 2), root / "d-wrong-shape" / "trajectories" / "world-zig-zag.pth")
+    (root / "e-escapes" / "videos.txt").write_text("../a-sound/videos/world-zig-zag.mp4\n")
     return str(root)
 
 
@@ -62,22 +80,23 @@ def test_malformed_cases_are_reported_and_skipped(malformed, tmp_path, capsys):
     found = {p.case: (p.file, p.reason) for p in problems}
     assert found["b-no-index"] == ("masks.txt", "missing")
     assert found["c-points-nowhere"] == ("videos.txt", "points to videos/missing.mp4, which does not exist")
-    assert found["d-wrong-shape"][0] == os.path.join("trajectories", "dog-agility.pth")
+    assert found["d-wrong-shape"][0] == os.path.join("trajectories", "world-zig-zag.pth")
     assert "shape (49, 100, 2)" in found["d-wrong-shape"][1]
     assert found["e-escapes"][0] == "videos.txt" and "outside the case folder" in found["e-escapes"][1]
     # the runner says so and goes on with the sound case
     assert bench_main([malformed, "--dry-run", "--protocol", "det", "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "skipping case b-no-index: masks.txt: missing" in printed
-    assert "skipping case d-wrong-shape: trajectories/dog-agility.pth: dog-agility.pth holds an array" in printed
+    assert ("skipping case d-wrong-shape: trajectories/world-zig-zag.pth: world-zig-zag.pth holds an array"
+            in printed)
     assert "a-sound (published layout" in printed
 
 
-def test_a_pickled_trajectory_is_refused_by_name(published, tmp_path):
+def test_a_pickled_trajectory_is_refused_by_name(drawn_published, tmp_path):
     case = tmp_path / "pickled"
-    shutil.copytree(os.path.join(published, "dog-agility"), case)
-    torch.save({"tracks": torch.zeros(49, 100, 3), "note": object()}, case / "trajectories" / "dog-agility.pth")
-    with pytest.raises(Exception, match="dog-agility.pth is not a valid tracks file") as err:
+    shutil.copytree(os.path.join(drawn_published, "world-zig-zag"), case)
+    torch.save({"tracks": torch.zeros(49, 100, 3), "note": object()}, case / "trajectories" / "world-zig-zag.pth")
+    with pytest.raises(Exception, match="world-zig-zag.pth is not a valid tracks file") as err:
         read_case(str(case))
     assert "weights_only=False" not in str(err.value)
 
