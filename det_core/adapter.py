@@ -236,7 +236,8 @@ class DeTAdapter(nn.Module):
         m = self.meta
         blocks = ", ".join(f"{k} {self.indices(k)}" for k in BLOCK_KINDS if self.indices(k))
         n = sum(p.numel() for p in self.parameters())
-        return (f"DeT adapter ({m.base_model}): C={m.channels} mid={m.mid_dim} k={m.kernel_size}, blocks {blocks}, {n:,} parameters, "
+        return (f"DeT adapter ({m.base_model}): C={m.channels} mid={m.mid_dim} k={m.kernel_size}, blocks {blocks}, "
+                f"{n:,} parameters, "
                 f"{m.steps} steps, tracking weight {m.tracking_weight:g}, prompt {m.prompt!r}")
 
 

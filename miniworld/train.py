@@ -97,11 +97,18 @@ def train_vae(steps: int, seed: int, batch_size: int = 8, log=print) -> tuple[Mi
     return vae, stats
 
 
+def object_cover(alpha: torch.Tensor) -> torch.Tensor:
+    """The object's coverage [B, 1, F, H, W] on the latent grid [B, 1, (F-1)/4+1, H/8, W/8]: the frames the latent
+    frames take their place from (every 4th), and whether any pixel of an 8 x 8 cell is on the object."""
+    return torch.nn.functional.max_pool3d(alpha[:, :, ::4], kernel_size=(1, 8, 8))
+
+
 def train_dit(vae: MiniVAE, steps: int, seed: int, batch_size: int = 8, lr: float = 2e-4, log=print,
-              save_every: int = 0, save=None, start: dict | None = None, schedule: str = "cosine"
-              ) -> tuple[torch.nn.Module, dict]:
+              save_every: int = 0, save=None, start: dict | None = None, schedule: str = "cosine",
+              object_weight: float = 0.0) -> tuple[torch.nn.Module, dict]:
     """Flow-matching training of the base model; `start`: weights to continue from (else a fresh init);
-    `schedule`: `cosine` (warm-up 200, decay to 10 %) or `constant` (warm-up 100)."""
+    `schedule`: `cosine` (warm-up 200, decay to 10 %) or `constant` (warm-up 100); `object_weight`: latent cells on
+    the object count 1 + this in the loss (a weighted mean; 0 = plain mean)."""
     model = build(CONFIG, seed)
     if start is not None:
         model.load_state_dict(start)
@@ -113,7 +120,7 @@ def train_dit(vae: MiniVAE, steps: int, seed: int, batch_size: int = 8, lr: floa
     g = torch.Generator().manual_seed(seed + 2)
     t0, losses = time.monotonic(), []
     for step in range(steps):
-        x, _, captions = batch(rng, batch_size)
+        x, alpha, captions = batch(rng, batch_size)
         with torch.no_grad():
             x0 = vae.encode(x)  # B 16 T h w, standardised
         ctx, pooled = (torch.cat(t) for t in zip(*(text.encode(c) for c in captions)))
@@ -127,7 +134,8 @@ def train_dit(vae: MiniVAE, steps: int, seed: int, batch_size: int = 8, lr: floa
             group["lr"] = cosine_lr(step, steps, lr, 200) if schedule == "cosine" else lr * min(1.0, (step + 1) / 100)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             v = model(x_t, u * 1000.0, ctx, pooled, guidance=torch.full((batch_size,), GUIDANCE))
-        loss = (v.float() - (e - x0)).pow(2).mean()
+        weight = 1.0 + object_weight * object_cover(alpha)  # B 1 T h w
+        loss = ((v.float() - (e - x0)).pow(2) * weight).mean() / weight.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -143,6 +151,7 @@ def train_dit(vae: MiniVAE, steps: int, seed: int, batch_size: int = 8, lr: floa
         if save is not None and save_every and (step + 1) % save_every == 0:
             save(ema)
     stats = {"steps": steps, "batch_size": batch_size, "learning_rate": lr, "schedule": schedule,
+             "object_weight": object_weight,
              "seconds": time.monotonic() - t0,
              "final_loss": float(np.mean(losses[-200:]))}
     return ema, stats
@@ -173,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--model-steps", type=int, default=4000)
     parser.add_argument("--refine-steps", type=int, default=2500, help="phase 2 steps (constant lr 1e-4)")
+    parser.add_argument("--object-weight", type=float, default=0.0,
+                        help="latent cells on the object count 1 + this in the model's loss")
+    parser.add_argument("--reuse-vae", action="store_true",
+                        help="load the VAE from --out instead of training it (same seed: the same VAE, 5 min sooner)")
     parser.add_argument("--refine-only", action="store_true",
                         help="run phase 2 alone from the weights phase 1 left in --out")
     parser.add_argument("--threads", type=int, default=2)
@@ -198,16 +211,19 @@ def main(argv: list[str] | None = None) -> int:
         start = comfy.supported_models.HunyuanVideo(CONFIG).process_unet_state_dict(load_file(model_path))
         model_stats = {"reused": MODEL_FILE}
     else:
-        vae, vae_stats = train_vae(ns.vae_steps, ns.seed)
-        save_vae(vae, vae_path)
+        if ns.reuse_vae:
+            vae, vae_stats = load_vae(vae_path), {"reused": VAE_FILE}
+        else:
+            vae, vae_stats = train_vae(ns.vae_steps, ns.seed)
+            save_vae(vae, vae_path)
         model, model_stats = train_dit(vae, ns.model_steps, ns.seed, save_every=500,
-                                       save=lambda m: save_model(m, model_path))
+                                       save=lambda m: save_model(m, model_path), object_weight=ns.object_weight)
         save_model(model, model_path)
         start = {k: v.to(torch.float16) for k, v in model.state_dict().items()}  # as phase 2 reads it from the file
     # phase 2: a constant learning rate from phase 1's EMA weights (float16, as saved), a new EMA
     refined, refine_stats = train_dit(vae, ns.refine_steps, ns.seed + 100, lr=1e-4, schedule="constant",
                                       start={k: v.float() for k, v in start.items()}, save_every=500,
-                                      save=lambda m: save_model(m, model_path))
+                                      save=lambda m: save_model(m, model_path), object_weight=ns.object_weight)
     save_model(refined, model_path)
     model_stats = {"phase1": model_stats, "phase2": refine_stats}
     record = {

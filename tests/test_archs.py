@@ -370,3 +370,13 @@ def test_wan_low_vram_options_and_memory_auto_train_the_same_adapter(comfy, arch
         b = DeTAdapter.load(os.path.join(arch_models, f"{other}.safetensors")).state_dict()
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_an_adapter_on_another_transformer_is_refused_in_plain_python(comfy_host):
+    from det_core.adapter import AdapterMismatch
+
+    hv = tiny_transformer(0, "hunyuan_video")
+    with pytest.raises(AdapterMismatch, match="trained on wan21 \\(WanModel\\), the transformer is HunyuanVideo"):
+        forward_patches(hv, DeTRuntime(adapter_for("wan21", {"blocks": [0]}), {"blocks": [0]}))
+    with pytest.raises(AdapterMismatch, match="hidden size 256, the model has 128"):
+        forward_patches(hv, DeTRuntime(adapter_for("hunyuan_video", {"double": [0]}), {"double": [0]}))
