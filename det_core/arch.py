@@ -208,8 +208,3 @@ def block_counts(arch: Arch, dm) -> dict[str, int]:
 
 def patch_size(dm) -> tuple[int, int, int]:
     return tuple(int(p) for p in (getattr(dm, "patch_size", None) or (1, 2, 2)))
-
-
-def input_channels(arch: Arch, dm) -> int:
-    """Channels of the latent the user gives (the model's own input may add condition channels)."""
-    return arch.latent_channels
