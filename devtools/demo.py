@@ -6,8 +6,8 @@ Train DeT Adapter (tracking loss on) -> Apply DeT Motion with "a red disc" -> Mi
 model is the committed small-world HunyuanVideo (ComfyUI's own class at 9.5 M parameters, trained on synthetic
 clips by `python -m miniworld.train`); the VAE and text encoder are the world's stand-ins. The same seed sampled
 without the adapter is the comparison, and the reference itself through the stand-in VAE is the ceiling (what a
-perfect transfer would score). In this world DeT does not reliably beat the base model on motion fidelity
-(README, "The small world"): the demo shows the method running end to end, not a win.
+perfect transfer would score). In this world DeT moves the object more like the reference than the base model on
+every test motion averaged over seeds, by margins within the seed-to-seed spread (README, "The small world").
 
 Writes into demo_output/: `reference.mp4`, `base.mp4`, `det.mp4`, `side_by_side.mp4` (reference | base | DeT),
 `strip.png` (every 4th frame of the three, one row each), the loss curve, the adapter, `scores.json` and
@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     base = prepare(os.path.join(out, "comfy_base"))
     print("[DeT demo] a small SYNTHETIC world: a 9.5 M-parameter HunyuanVideo trained on drawn clips, a stand-in "
-          "VAE and caption encoder; the DeT nodes are the pack's own. In this world DeT does not reliably beat the "
-          "base model on motion fidelity (see the README)")
+          "VAE and caption encoder; the DeT nodes are the pack's own. In this world DeT beats the base model on "
+          "motion fidelity for every test motion averaged over seeds, by margins within the seed-to-seed spread "
+          "(see the README)")
     ref = write_reference(base, MOTION)
     settings = Settings(train_steps=ns.steps)
     t0 = time.monotonic()

@@ -27,4 +27,4 @@ def test_demo_runs_the_transfer_and_writes_it_all(comfy_host, tmp_path, capsys):
     assert scores["reference_through_vae"]["motion_fidelity"] > 0.95, scores
     # both arms drew something, and the adapter changed what was drawn
     assert scores["base"]["motion_fidelity"] != scores["det"]["motion_fidelity"], scores
-    assert "SYNTHETIC" in printed and "does not reliably beat" in printed
+    assert "SYNTHETIC" in printed and "within the seed-to-seed spread" in printed

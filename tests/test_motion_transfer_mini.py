@@ -1,6 +1,8 @@
 """The small-world DeT experiment, short version (one motion, one seed, 200 training steps) through a real server:
-the JSON the README describes, every arm scored, and a sound measuring chain. The full experiment found no
-reliable motion-fidelity gain of DeT over the base model in this world (README), so this test does not claim one."""
+the JSON the README describes, every arm scored, a sound measuring chain, and DeT above the base model. The full
+experiment (README) found DeT above the base on every motion averaged over three seeds, the smallest per-motion
+margin 0.068 in motion fidelity; this case (figure-eight, seed 0) must show at least that margin. Every run is
+seeded, so the case scores the same each time on one machine."""
 
 import json
 import os
@@ -9,6 +11,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARMS = {"base", "det_no_track", "det", "finetune"}
+MARGIN = 0.068
+"""The smallest per-motion margin of DeT over the base model in the full experiment (docs/miniworld)."""
 
 
 def test_quick_experiment_through_the_server(comfy_host, tmp_path):
@@ -30,5 +34,6 @@ def test_quick_experiment_through_the_server(comfy_host, tmp_path):
     # same seed and sampler everywhere: the arms differ only by what was trained, and each training changed the video
     scores = {a: by_arm[a]["motion_fidelity"] for a in ARMS}
     assert len(set(scores.values())) == 4, scores
+    assert scores["det"] >= scores["base"] + MARGIN, scores
     assert (tmp_path / "videos" / "figure_eight_reference_base_det_finetune.mp4").is_file()
     assert "| det |" in done.stdout and "reference through the VAE" in done.stdout
