@@ -114,13 +114,18 @@ WAN22_BOUNDARY = 0.875
 """Wan 2.2 T2V A14B: the high-noise expert samples while sigma >= this (Wan 2.2's own T2V boundary), the low-noise
 expert after."""
 
+HV_DEFAULTS = dict(kernel_size=3, mid_dim=128, learning_rate=1e-5, warmup_steps=100, timestep_sampling="uniform",
+                   keep_fraction=1.0, frames=49, height=512, width=768, flow_shift=7.0, guidance=6.0, cfg=1.0,
+                   steps=50, sampler="euler", scheduler="simple")
+WAN_DEFAULTS = dict(kernel_size=5, mid_dim=128, learning_rate=1e-6, warmup_steps=100, timestep_sampling="logit_normal",
+                    keep_fraction=0.375, frames=49, height=480, width=832, flow_shift=5.0, guidance=6.0, cfg=5.0,
+                    steps=50, sampler="uni_pc", scheduler="simple")
+
 HUNYUAN_VIDEO = Arch(
     name="hunyuan_video", label="HunyuanVideo", config_classes=("HunyuanVideo",), transformer="hunyuan_video",
     groups=HV_GROUPS, patch_embed="img_in", latent_channels=16, temporal_compression=4, spatial_compression=8,
     full_size={"13B": HUNYUAN_VIDEO_13B},
-    defaults=dict(kernel_size=3, mid_dim=128, learning_rate=1e-5, warmup_steps=100, timestep_sampling="uniform",
-                  train_blocks=("all", "none"), keep_fraction=1.0, frames=49, height=512, width=768, flow_shift=7.0,
-                  guidance=6.0, cfg=1.0, steps=50, sampler="euler", scheduler="simple"),
+    defaults=HV_DEFAULTS,
     sources="the paper (kernel 3 by its ablation, mid 128, lr 1e-5) and the authors' HunyuanVideo benchmark script "
             "(all 20 double-stream blocks, 512x768, 49 frames, 50 steps, guidance 6; it used kernel 5)",
     model_files=("hunyuan_video_t2v_720p_bf16.safetensors",))
@@ -129,9 +134,7 @@ HUNYUAN_VIDEO_15 = Arch(
     name="hunyuan_video_15", label="HunyuanVideo 1.5", config_classes=("HunyuanVideo15",),
     transformer="hunyuan_video", groups=HV_GROUPS, patch_embed="img_in", latent_channels=32,
     temporal_compression=4, spatial_compression=16, full_size={"8.3B": HUNYUAN_VIDEO_15_8B},
-    defaults=dict(kernel_size=3, mid_dim=128, learning_rate=1e-5, warmup_steps=100, timestep_sampling="uniform",
-                  train_blocks=("all", "none"), keep_fraction=1.0, frames=49, height=480, width=848, flow_shift=7.0,
-                  guidance=6.0, cfg=6.0, steps=50, sampler="euler", scheduler="simple"),
+    defaults=dict(HV_DEFAULTS, height=480, width=848, cfg=6.0),
     sources="derived: HunyuanVideo's DeT settings on all 54 double-stream blocks (the same block design); shift 7 is "
             "ComfyUI's default for the model; it is not guidance-distilled, so cfg 6 with a negative prompt",
     model_files=("hunyuanvideo1.5_720p_t2v_fp16.safetensors",))
@@ -140,9 +143,7 @@ WAN21 = Arch(
     name="wan21", label="Wan 2.1", config_classes=("WAN21_T2V",), transformer="wan", groups=WAN_GROUPS,
     patch_embed="patch_embedding", latent_channels=16, temporal_compression=4, spatial_compression=8,
     full_size={"1.3B": WAN21_1_3B, "14B": WAN21_14B},
-    defaults=dict(kernel_size=5, mid_dim=128, learning_rate=1e-6, warmup_steps=100, timestep_sampling="logit_normal",
-                  train_blocks=("all", "none"), keep_fraction=0.375, frames=49, height=480, width=832, flow_shift=5.0,
-                  guidance=6.0, cfg=5.0, steps=50, sampler="uni_pc", scheduler="simple"),
+    defaults=WAN_DEFAULTS,
     sources="the authors' Wan 2.1 T2V 14B runs (kernel 5, mid 128, lr 1e-6, warm-up 100, logit-normal timesteps, "
             "480x832, shift 5, guidance 5 with a negative prompt, UniPC 50 steps, adapters applied in blocks 0-14 of "
             "40 = keep_fraction 0.375); 1.3B: the same, keep_fraction 0.375 of 30 = blocks 0-11 (derived)",
@@ -153,9 +154,7 @@ WAN22_TI2V = Arch(
     name="wan22_ti2v", label="Wan 2.2 TI2V 5B", config_classes=("WAN22_T2V",), transformer="wan", groups=WAN_GROUPS,
     patch_embed="patch_embedding", latent_channels=48, temporal_compression=4, spatial_compression=16,
     full_size={"5B": WAN22_5B},
-    defaults=dict(kernel_size=5, mid_dim=128, learning_rate=1e-6, warmup_steps=100, timestep_sampling="logit_normal",
-                  train_blocks=("all", "none"), keep_fraction=0.375, frames=49, height=704, width=1280,
-                  flow_shift=5.0, guidance=6.0, cfg=5.0, steps=50, sampler="uni_pc", scheduler="simple"),
+    defaults=dict(WAN_DEFAULTS, height=704, width=1280),
     sources="derived: the authors' Wan 2.1 settings (same block design) at the 5B model's native 704x1280",
     model_files=("wan2.2_ti2v_5B_fp16.safetensors",))
 
@@ -198,8 +197,13 @@ def transformer_class(arch: Arch):
     return WanModel
 
 
+def width_key(arch: Arch) -> str:
+    """The transformer's width: its constructor argument and attribute (`hidden_size`, Wan's `dim`)."""
+    return "hidden_size" if arch.transformer == "hunyuan_video" else "dim"
+
+
 def hidden_size(arch: Arch, dm) -> int:
-    return int(dm.hidden_size if arch.transformer == "hunyuan_video" else dm.dim)
+    return int(getattr(dm, width_key(arch)))
 
 
 def block_counts(arch: Arch, dm) -> dict[str, int]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import torch
 
-from .arch import HUNYUAN_VIDEO_13B  # noqa: F401  (re-exported for the benchmarks)
-
 
 def use_comfy(host_dir: str) -> None:
     """Make a ComfyUI folder's `comfy` package importable in this process, on the CPU when there is no CUDA (set

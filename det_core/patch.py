@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from .adapter import AdapterMismatch, DeTAdapter
-from .arch import Arch, arch_named, block_counts, hidden_size, patch_size
+from .arch import Arch, arch_named, block_counts, hidden_size, patch_size, transformer_class
 
 
 @dataclass
@@ -216,9 +216,9 @@ def forward_patches(diffusion_model, runtime: DeTRuntime, mode: str = "inference
     if mode not in BLOCK_MODES:
         raise ValueError(f"mode={mode!r} is not one of {', '.join(BLOCK_MODES)}")
     dm, arch = diffusion_model, runtime.arch
-    expected = {"hunyuan_video": "HunyuanVideo", "wan": "WanModel"}[arch.transformer]
-    if not any(c.__name__ == expected for c in type(dm).__mro__):
-        raise AdapterMismatch(f"the adapter was trained on {arch.name} ({expected}), the transformer is "
+    expected = transformer_class(arch)
+    if not isinstance(dm, expected):
+        raise AdapterMismatch(f"the adapter was trained on {arch.name} ({expected.__name__}), the transformer is "
                               f"{type(dm).__name__}")
     runtime.adapter.check_fits(arch.name, hidden_size(arch, dm), block_counts(arch, dm))
     unknown = sorted(set(runtime.applied) - set(arch.kinds))

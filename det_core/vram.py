@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .arch import ARCHS, HUNYUAN_VIDEO, Arch, arch_named, transformer_class
+from .arch import ARCHS, HUNYUAN_VIDEO, Arch, arch_named, transformer_class, width_key
 from .comfy_models import use_comfy
 
 GIB = 2 ** 30
@@ -272,10 +272,6 @@ def _weights(model) -> tuple[int, int, list[int], list[int]]:
     return total_bf16, total_fp8, [a for a, _ in per], [b for _, b in per]
 
 
-def _width(arch: Arch, config: dict) -> int:
-    return config["hidden_size"] if arch.transformer == "hunyuan_video" else config["dim"]
-
-
 def measure(arch: Arch, config: dict, shape: Shape, applied: dict[str, list[int]] | None = None, mid_dim: int = 128,
             kernel_size: int = 3, fake: bool = True, log=print) -> Measurement:
     """Build the model on fake tensors, run one DeT training step and one sampling step, report what they hold.
@@ -306,7 +302,7 @@ def measure(arch: Arch, config: dict, shape: Shape, applied: dict[str, list[int]
             applied = {first.kind: list(range(len(getattr(model, first.attr))))}
         applied = {g.kind: list(applied.get(g.kind, [])) for g in arch.groups}
         weights = _weights(model)
-        adapter = DeTAdapter(AdapterMeta(channels=_width(arch, config), mid_dim=mid_dim, kernel_size=kernel_size,
+        adapter = DeTAdapter(AdapterMeta(channels=config[width_key(arch)], mid_dim=mid_dim, kernel_size=kernel_size,
                                          blocks=applied, base_model=arch.name))
         params = list(adapter.parameters())
         for p in params:
