@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True, help="where the results go")
     parser.add_argument("--quick", action="store_true", help="one motion (figure-eight), one seed, 200 steps")
     parser.add_argument("--motions", nargs="+", default=list(world.MOTIONS), choices=list(world.MOTIONS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="change one experiment setting (miniworld.experiment.Settings), e.g. train_steps=300")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
