@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 
@@ -30,19 +29,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from det_tools.client import ComfyClient  # noqa: E402
-from det_tools.host import ComfyServer, check_host_dir  # noqa: E402
+from det_tools.host import ComfyServer, find_host_dir  # noqa: E402
 from det_core.video import LoadSettings, load_video  # noqa: E402
 from miniworld import world  # noqa: E402
-from miniworld.experiment import (ARMS, WEIGHTS, Reference, Settings, prepare, reference_ceiling,  # noqa: E402
-                                  run_case, side_by_side, summarise, write_reference)
+from miniworld.experiment import (ARMS, EXPERIMENT_SEEDS, WEIGHTS, Reference, Settings, base_dir,  # noqa: E402
+                                  reference_ceiling, run_case, side_by_side, summarise, write_reference)
 
 QUICK_STEPS = 200
-
-def host_dir() -> str:
-    if os.environ.get("COMFYUI_DIR"):
-        return check_host_dir(os.environ["COMFYUI_DIR"])
-    return check_host_dir(open(os.path.join(ROOT, ".comfyui-path")).read().strip())
-
 
 def reference_from_files(base: str, clip: str, tracks: str, caption: str) -> Reference:
     """A user's reference clip and its MTBench tracks, copied into the server's input folder; the tracks are cut
@@ -83,22 +76,26 @@ def table(runs: list[dict], ceiling: dict | None = None) -> str:
 
 
 def run(ns: argparse.Namespace) -> dict:
+    with base_dir(ns.base_dir, ns.weights) as base:
+        return run_in(ns, base)
+
+
+def run_in(ns: argparse.Namespace, base: str) -> dict:
     s = Settings()
     if ns.quick:
         s.train_steps = QUICK_STEPS
     for item in ns.set:
         s.update(item)
     motions = ["figure_eight"] if ns.quick else list(ns.motions)
-    seeds = [0] if ns.quick else list(ns.seeds)
+    seeds = [EXPERIMENT_SEEDS[0]] if ns.quick else list(ns.seeds)
     out = os.path.abspath(ns.out)
     os.makedirs(out, exist_ok=True)
-    base = prepare(ns.base_dir or tempfile.mkdtemp(prefix="det_mini_"), ns.weights)
     if ns.reference:  # any clip with MTBench tracks: Load Video (DeT) resizes it and keeps its first frames
         refs = [reference_from_files(base, ns.reference, ns.tracks, ns.reference_caption)]
     else:
         refs = [write_reference(base, m) for m in motions]
     runs, t0 = [], time.monotonic()
-    with ComfyServer(host_dir(), base_dir=base, log_path=os.path.join(out, "comfyui.log")) as server:
+    with ComfyServer(find_host_dir(), base_dir=base, log_path=os.path.join(out, "comfyui.log")) as server:
         client = ComfyClient(server.url)
         for ref in refs:
             for seed in seeds:
@@ -124,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True, help="where the results go")
     parser.add_argument("--quick", action="store_true", help="one motion (figure-eight), one seed, 200 steps")
     parser.add_argument("--motions", nargs="+", default=list(world.MOTIONS), choices=list(world.MOTIONS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(EXPERIMENT_SEEDS))
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="change one experiment setting (miniworld.experiment.Settings), e.g. train_steps=300")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
@@ -133,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracks", help="its MTBench tracks [frames, points, 3] (.npy)")
     parser.add_argument("--reference-caption", default="a blue square", help="caption of --reference")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "motion_transfer_mini"))
-    parser.add_argument("--base-dir", help="ComfyUI base directory to use (default: a new temporary one)")
+    parser.add_argument("--base-dir", help="ComfyUI base directory to use and keep (default: a temporary one, removed when the run ends well)")
     parser.add_argument("--weights", default=WEIGHTS, help="folder with the small world's weights")
     parser.add_argument("--timeout", type=float, default=1800.0)
     ns = parser.parse_args(argv)

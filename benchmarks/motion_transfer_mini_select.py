@@ -1,6 +1,6 @@
 """Pick the small-world experiment's DeT and fine-tune settings on held-out seeds, by a rule fixed beforehand.
 
-The experiment (`benchmarks/motion_transfer_mini.py`) reports seeds 0, 1 and 2. Its settings are chosen here on
+The experiment (`benchmarks/motion_transfer_mini.py`) reports seeds 0 to 4. Its settings are chosen here on
 other seeds (default 7 and 8), on all five reference motions, through the same server graph (`miniworld.experiment`):
 
 - DeT (the arm with the tracking loss; `det_no_track` then uses the same settings): training learning rate and
@@ -24,7 +24,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 
@@ -34,9 +33,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from det_tools.client import ComfyClient  # noqa: E402
-from det_tools.host import ComfyServer  # noqa: E402
+from det_tools.host import ComfyServer, find_host_dir  # noqa: E402
 from miniworld import world  # noqa: E402
-from miniworld.experiment import Settings, prepare, run_case, write_reference  # noqa: E402
+from miniworld.experiment import (EXPERIMENT_SEEDS, SELECTION_SEEDS, Settings, base_dir, run_case,  # noqa: E402
+                                  write_reference)
 
 DET_TRAINING = ({"learning_rate": 1e-4, "train_steps": 200}, {"learning_rate": 1e-4, "train_steps": 100},
                 {"learning_rate": 3e-5, "train_steps": 200})
@@ -69,36 +69,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/motion_transfer_mini_select.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[7, 8])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SELECTION_SEEDS))
     parser.add_argument("--motions", nargs="+", default=list(world.MOTIONS), choices=list(world.MOTIONS))
     parser.add_argument("--prompt", default="a red disc")
     parser.add_argument("--timeout", type=float, default=1800.0)
     ns = parser.parse_args(argv)
-    if set(ns.seeds) & {0, 1, 2}:
-        parser.error("seeds 0, 1 and 2 are the experiment's; pick settings on other seeds")
+    if set(ns.seeds) & set(EXPERIMENT_SEEDS):
+        parser.error(f"seeds {', '.join(map(str, EXPERIMENT_SEEDS))} are the experiment's; pick settings on other "
+                     f"seeds (default {' '.join(map(str, SELECTION_SEEDS))})")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    from motion_transfer_mini import host_dir
-
-    base = prepare(tempfile.mkdtemp(prefix="det_mini_select_"))
-    refs = [write_reference(base, m) for m in ns.motions]
-    todo = candidates()
-    runs: dict[int, list[dict]] = {i: [] for i in range(len(todo))}
-    t0 = time.monotonic()
-    with ComfyServer(host_dir(), base_dir=base, log_path=os.path.join(base, "comfyui.log")) as server:
-        client = ComfyClient(server.url)
-        for ref in refs:
-            for seed in ns.seeds:
-                for i, (arm, changes) in enumerate(todo):
-                    s = Settings()
-                    for k, v in changes.items():
-                        setattr(s, k, v)
-                    case, _ = run_case(client, ref, ns.prompt, seed, s, (arm,), timeout=ns.timeout)
-                    runs[i] += case
-                    r = case[0]
-                    print(f"[select] {ref.name} seed {seed} {arm} {changes}: mf {r['motion_fidelity']:.3f} found "
-                          f"{r['found']:.0%} appearance {r['appearance']:.0%} leak {r['leak']:.0%} "
-                          f"({time.monotonic() - t0:.0f} s)", flush=True)
+    with base_dir(prefix="det_mini_select_") as base:
+        refs = [write_reference(base, m) for m in ns.motions]
+        todo = candidates()
+        runs: dict[int, list[dict]] = {i: [] for i in range(len(todo))}
+        t0 = time.monotonic()
+        with ComfyServer(find_host_dir(), base_dir=base, log_path=os.path.join(base, "comfyui.log")) as server:
+            client = ComfyClient(server.url)
+            for ref in refs:
+                for seed in ns.seeds:
+                    for i, (arm, changes) in enumerate(todo):
+                        s = Settings()
+                        for k, v in changes.items():
+                            setattr(s, k, v)
+                        case, _ = run_case(client, ref, ns.prompt, seed, s, (arm,), timeout=ns.timeout)
+                        runs[i] += case
+                        r = case[0]
+                        print(f"[select] {ref.name} seed {seed} {arm} {changes}: mf {r['motion_fidelity']:.3f} found "
+                              f"{r['found']:.0%} appearance {r['appearance']:.0%} leak {r['leak']:.0%} "
+                              f"({time.monotonic() - t0:.0f} s)", flush=True)
     results = [{"arm": arm, "changes": changes, "runs": runs[i],
                 "means": {k: float(np.mean([r[k] for r in runs[i]])) for k in MEANS}}
                for i, (arm, changes) in enumerate(todo)]

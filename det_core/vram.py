@@ -94,10 +94,10 @@ class Shape:
 
 
 def find_comfyui(explicit: str | None = None) -> str:
-    """ComfyUI's folder: --comfyui, $COMFYUI_PATH, the pack's `.comfyui-path` (tests and make setup), or the folder
+    """ComfyUI's folder: --comfyui, $COMFYUI_DIR, the pack's `.comfyui-path` (tests and make setup), or the folder
     two levels above the pack (ComfyUI/custom_nodes/<pack>)."""
     pack = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    candidates = [explicit, os.environ.get("COMFYUI_PATH")]
+    candidates = [explicit, os.environ.get("COMFYUI_DIR")]
     marker = os.path.join(pack, ".comfyui-path")
     if os.path.isfile(marker):
         candidates.append(open(marker).read().strip())
@@ -105,7 +105,7 @@ def find_comfyui(explicit: str | None = None) -> str:
     for path in candidates:
         if path and os.path.isfile(os.path.join(path, "comfy", "ldm", "hunyuan_video", "model.py")):
             return path
-    raise FileNotFoundError("ComfyUI not found: give --comfyui DIR (the folder holding comfy/) or set COMFYUI_PATH")
+    raise FileNotFoundError("ComfyUI not found: give --comfyui DIR (the folder holding comfy/) or set COMFYUI_DIR")
 
 
 def import_comfy(path: str | None = None) -> None:
@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, action="append", default=[],
                    help="GiB of free VRAM to choose settings for (repeatable; default 16, 24, 48, 80)")
     p.add_argument("--json", help="write every setting's prediction here")
-    p.add_argument("--comfyui", help="ComfyUI's folder (default: $COMFYUI_PATH or the folder above the pack)")
+    p.add_argument("--comfyui", help="ComfyUI's folder (default: $COMFYUI_DIR or the folder above the pack)")
     ns = p.parse_args(argv)
     try:
         import_comfy(ns.comfyui)

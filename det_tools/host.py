@@ -46,6 +46,19 @@ def check_host_dir(host_dir: str) -> str:
     return host_dir
 
 
+def find_host_dir(explicit: str | None = None) -> str:
+    """The ComfyUI folder the tools run: `explicit`, else $COMFYUI_DIR, else the one `make setup` named in
+    `.comfyui-path`, else the pack's `.comfyui/`."""
+    if explicit:
+        return check_host_dir(explicit)
+    if os.environ.get("COMFYUI_DIR"):
+        return check_host_dir(os.environ["COMFYUI_DIR"])
+    marker = os.path.join(PACK_ROOT, ".comfyui-path")
+    if os.path.isfile(marker):
+        return check_host_dir(open(marker).read().strip())
+    return check_host_dir(os.path.join(PACK_ROOT, ".comfyui"))
+
+
 def prepare_base_dir(base_dir: str, extra_custom_nodes: dict[str, str] | None = None) -> str:
     """Lay out a ComfyUI base directory (models, input, output, user, custom_nodes) that loads this pack.
 

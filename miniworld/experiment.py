@@ -21,9 +21,12 @@ Used by `benchmarks/motion_transfer_mini.py`, `make demo` and the tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
+import tempfile
 import dataclasses
 from dataclasses import dataclass
 
@@ -39,6 +42,9 @@ from .model import FLOW_SHIFT, MODEL_FILE, VAE_FILE
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS = os.path.join(ROOT, "miniworld", "weights")
 ARMS = ("base", "det_no_track", "det", "finetune")
+EXPERIMENT_SEEDS = (0, 1, 2, 3, 4)
+"""The seeds the experiment reports; settings are picked on others (SELECTION_SEEDS)."""
+SELECTION_SEEDS = (7, 8)
 
 
 @dataclass
@@ -81,6 +87,21 @@ def prepare(base: str, weights: str = WEIGHTS) -> str:
         os.makedirs(os.path.join(base, "models", sub), exist_ok=True)
         shutil.copy(os.path.join(weights, name), os.path.join(base, "models", sub, name))
     return base
+
+
+@contextlib.contextmanager
+def base_dir(given: str | None = None, weights: str = WEIGHTS, prefix: str = "det_mini_"):
+    """A prepared ComfyUI base directory for one run: `given` (kept), or a new temporary one that is removed when
+    the run ends well and kept, with its server log, when it fails."""
+    path = prepare(given or tempfile.mkdtemp(prefix=prefix), weights)
+    try:
+        yield path
+    except BaseException:
+        if not given:
+            print(f"[mini] the run stopped early; its ComfyUI folder and log are kept in {path}", file=sys.stderr)
+        raise
+    if not given:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

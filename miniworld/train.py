@@ -196,9 +196,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(ns.threads)
     root = os.path.dirname(HERE)
-    host = ns.comfyui or os.environ.get("COMFYUI_DIR") or open(os.path.join(root, ".comfyui-path")).read().strip()
     sys.path.insert(0, root)
+    from det_tools.host import find_host_dir
     from devtools.tiny_models import import_comfy
+
+    host = find_host_dir(ns.comfyui)
 
     import_comfy(host)
     os.makedirs(ns.out, exist_ok=True)

@@ -22,16 +22,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, TESTS)
 
 from det_tools.client import ComfyClient  # noqa: E402
-from det_tools.host import ComfyServer, check_host_dir, prepare_base_dir  # noqa: E402
-
-
-def host_dir() -> str:
-    if os.environ.get("COMFYUI_DIR"):
-        return check_host_dir(os.environ["COMFYUI_DIR"])
-    marker = os.path.join(ROOT, ".comfyui-path")
-    if os.path.isfile(marker):
-        return check_host_dir(open(marker).read().strip())
-    return check_host_dir(os.path.join(ROOT, ".comfyui"))
+from det_tools.host import ComfyServer, find_host_dir, prepare_base_dir  # noqa: E402
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -45,7 +36,7 @@ def pytest_runtest_makereport(item, call):
 def comfy_host() -> str:
     from devtools.tiny_models import import_comfy
 
-    path = host_dir()
+    path = find_host_dir()
     import_comfy(path)
     return path
 

@@ -18,7 +18,9 @@ RECORD = os.path.join(ROOT, "docs", "miniworld", "motion_transfer_mini.json")
 
 def test_quick_experiment_through_the_server(comfy_host, tmp_path):
     out = tmp_path / "mini.json"
-    env = dict(os.environ, COMFYUI_DIR=comfy_host)
+    scratch = tmp_path / "scratch"  # the run's temporary ComfyUI folder goes here, and must be gone at the end
+    scratch.mkdir()
+    env = dict(os.environ, COMFYUI_DIR=comfy_host, TMPDIR=str(scratch))
     done = subprocess.run([sys.executable, "benchmarks/motion_transfer_mini.py", "--json", str(out), "--quick",
                            "--out", str(tmp_path / "videos")], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=1200)
@@ -43,6 +45,7 @@ def test_quick_experiment_through_the_server(comfy_host, tmp_path):
         assert abs(was["motion_fidelity"] - scores[arm]) < 1e-4 and was["found"] == by_arm[arm]["found"], (arm, was)
     assert (tmp_path / "videos" / "figure_eight_reference_base_det_finetune.mp4").is_file()
     assert "| det |" in done.stdout and "reference through the VAE" in done.stdout
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("det_mini_")], list(scratch.iterdir())
 
 
 SELECTION = os.path.join(ROOT, "docs", "miniworld", "selection.json")
@@ -63,7 +66,9 @@ def test_selection_rerun_matches_its_record_and_follows_its_rule(comfy_host, tmp
     """One motion and seed of the held-out selection, rerun through a real server: every candidate scores as the
     committed record says (so the record is reproducible by its command), and the picks follow the stated rule."""
     out = tmp_path / "select.json"
-    env = dict(os.environ, COMFYUI_DIR=comfy_host)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = dict(os.environ, COMFYUI_DIR=comfy_host, TMPDIR=str(scratch))
     done = subprocess.run([sys.executable, "benchmarks/motion_transfer_mini_select.py", "--json", str(out),
                            "--motions", "stop_and_go", "--seeds", "7"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=1200)
@@ -84,6 +89,7 @@ def test_selection_rerun_matches_its_record_and_follows_its_rule(comfy_host, tmp
         best = (sorted(keep, key=lambda c: -c["means"]["motion_fidelity"]) if keep
                 else sorted(cands, key=lambda c: (-c["means"]["found"], -c["means"]["motion_fidelity"])))[0]
         assert committed["picks"][arm] == best["changes"], arm
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("det_mini_")], list(scratch.iterdir())
     refused = subprocess.run([sys.executable, "benchmarks/motion_transfer_mini_select.py", "--json",
                               str(tmp_path / "x.json"), "--seeds", "1"], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=60)
