@@ -98,7 +98,7 @@ def base_dir(given: str | None = None, weights: str = WEIGHTS, prefix: str = "de
         yield path
     except BaseException:
         if not given:
-            print(f"[mini] the run stopped early; its ComfyUI folder and log are kept in {path}", file=sys.stderr)
+            print(f"[mini] the run stopped early; its ComfyUI folder is kept: {path}", file=sys.stderr)
         raise
     if not given:
         shutil.rmtree(path, ignore_errors=True)

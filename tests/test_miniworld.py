@@ -122,3 +122,21 @@ def test_vae_refuses_clips_of_the_wrong_length():
     vae = load_vae(os.path.join(WEIGHTS, VAE_FILE))
     with pytest.raises(ValueError, match="4k\\+1"):
         vae.encode(torch.zeros(1, 3, 32, 96, 96))
+
+
+def test_a_run_folder_is_removed_after_success_and_kept_after_a_failure(tmp_path, monkeypatch, capsys):
+    from miniworld.experiment import base_dir
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR
+    with base_dir() as ok:
+        assert os.path.isfile(os.path.join(ok, "models", "diffusion_models", MODEL_FILE))
+    assert not os.path.exists(ok)
+    with pytest.raises(RuntimeError, match="server died"):
+        with base_dir() as failed:
+            raise RuntimeError("server died")
+    assert os.path.isdir(failed) and failed in capsys.readouterr().err  # kept, and the user is told where
+    given = str(tmp_path / "mine")
+    with base_dir(given):
+        pass
+    assert os.path.isdir(given)  # a folder the user named is never removed
