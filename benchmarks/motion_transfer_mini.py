@@ -37,13 +37,34 @@ from miniworld.experiment import (ARMS, EXPERIMENT_SEEDS, WEIGHTS, Reference, Se
 
 QUICK_STEPS = 200
 
+def check_inputs(ns: argparse.Namespace) -> str | None:
+    """What is wrong with the command line's prompts and reference files, before any work starts (None: nothing)."""
+    for option, caption in (("--prompt", ns.prompt), ("--reference-caption", ns.reference_caption)):
+        try:  # the stand-in text encoder knows only the world's words
+            world.parse_caption(caption)
+        except ValueError as e:
+            return f"{option}: {e}"
+    if bool(ns.reference) != bool(ns.tracks):
+        return "--reference and --tracks go together"
+    if not ns.reference:
+        return None
+    for path in (ns.reference, ns.tracks):
+        if not os.path.isfile(path):
+            return f"{path}: no such file"
+    try:
+        arr = np.load(ns.tracks, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        return f"{ns.tracks}: not a .npy array ({e})"
+    if arr.ndim != 3 or arr.shape[-1] != 3 or arr.shape[0] < world.FRAMES or not np.isfinite(arr).all():
+        return (f"{ns.tracks}: expected finite MTBench tracks [frames >= {world.FRAMES}, points, 3] (x/W, y/H, "
+                f"visibility), got shape {arr.shape}")
+    return None
+
+
 def reference_from_files(base: str, clip: str, tracks: str, caption: str) -> Reference:
-    """A user's reference clip and its MTBench tracks, copied into the server's input folder; the tracks are cut
-    to the world's clip length (Load Video (DeT) keeps the clip's first frames)."""
-    world.parse_caption(caption)  # the stand-in text encoder knows only the world's words
+    """A user's reference clip and its MTBench tracks (checked by `check_inputs`), copied into the server's input
+    folder; the tracks are cut to the world's clip length (Load Video (DeT) keeps the clip's first frames)."""
     arr = np.load(tracks, allow_pickle=False)
-    if arr.ndim != 3 or arr.shape[-1] != 3 or arr.shape[0] < world.FRAMES:
-        raise SystemExit(f"{tracks}: expected MTBench tracks [frames >= {world.FRAMES}, points, 3], got {arr.shape}")
     name = os.path.splitext(os.path.basename(clip))[0]
     shutil.copy(clip, os.path.join(base, "input", os.path.basename(clip)))
     np.save(os.path.join(base, "input", f"{name}_tracks.npy"), arr[: world.FRAMES])
@@ -136,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     # a terminated run stops its server too (the `with` block's exit), instead of leaving it training
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if bool(ns.reference) != bool(ns.tracks):
-        parser.error("--reference and --tracks go together")
+    problem = check_inputs(ns)
+    if problem:
+        parser.error(problem)
     record = run(ns)
     with open(ns.json, "w") as f:
         json.dump(record, f, indent=2)
