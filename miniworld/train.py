@@ -107,11 +107,11 @@ def object_cover(alpha: torch.Tensor) -> torch.Tensor:
 
 def train_dit(vae: MiniVAE, steps: int, seed: int, batch_size: int = 8, lr: float = 2e-4, log=print,
               save_every: int = 0, save=None, start: dict | None = None, schedule: str = "cosine",
-              object_weight: float = 0.0) -> tuple[torch.nn.Module, dict]:
+              object_weight: float = 0.0, config: dict = CONFIG) -> tuple[torch.nn.Module, dict]:
     """Flow-matching training of the base model; `start`: weights to continue from (else a fresh init);
     `schedule`: `cosine` (warm-up 200, decay to 10 %) or `constant` (warm-up 100); `object_weight`: latent cells on
     the object count 1 + this in the loss (a weighted mean; 0 = plain mean)."""
-    model = build(CONFIG, seed)
+    model = build(config, seed)
     if start is not None:
         model.load_state_dict(start)
     ema = copy.deepcopy(model).requires_grad_(False)  # before the checkpoint wrappers, which hold the blocks
@@ -159,12 +159,12 @@ def train_dit(vae: MiniVAE, steps: int, seed: int, batch_size: int = 8, lr: floa
     return ema, stats
 
 
-def save_model(model, path: str) -> str:
+def save_model(model, path: str, config: dict = CONFIG) -> str:
     from safetensors.torch import save_file
 
     sd = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     tmp = path + ".tmp"
-    save_file(to_original(sd, CONFIG), tmp, metadata={"miniworld": "small-world HunyuanVideo (see miniworld/model.py)"})
+    save_file(to_original(sd, config), tmp, metadata={"miniworld": "small-world HunyuanVideo (see miniworld/model.py)"})
     os.replace(tmp, path)
     return path
 
@@ -190,10 +190,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="load the VAE from --out instead of training it (same seed: the same VAE, 5 min sooner)")
     parser.add_argument("--refine-only", action="store_true",
                         help="run phase 2 alone from the weights phase 1 left in --out")
+    parser.add_argument("--depth", type=int, default=CONFIG["depth"],
+                        help="double-stream blocks (the committed model: 2; other sizes are for experiments)")
+    parser.add_argument("--single-depth", type=int, default=CONFIG["depth_single_blocks"], help="single-stream blocks")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--comfyui", default=None, help="ComfyUI folder (default: COMFYUI_DIR or .comfyui-path)")
     ns = parser.parse_args(argv)
 
+    if ns.depth < 1 or ns.single_depth < 0:
+        parser.error("--depth must be >= 1 and --single-depth >= 0")
+    config = dict(CONFIG, depth=ns.depth, depth_single_blocks=ns.single_depth)
     torch.set_num_threads(ns.threads)
     root = os.path.dirname(HERE)
     sys.path.insert(0, root)
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         import comfy.supported_models
 
         vae, vae_stats = load_vae(vae_path), {"reused": VAE_FILE}
-        start = comfy.supported_models.HunyuanVideo(CONFIG).process_unet_state_dict(load_file(model_path))
+        start = comfy.supported_models.HunyuanVideo(config).process_unet_state_dict(load_file(model_path))
         model_stats = {"reused": MODEL_FILE}
     else:
         if ns.reuse_vae:
@@ -220,19 +226,21 @@ def main(argv: list[str] | None = None) -> int:
         else:
             vae, vae_stats = train_vae(ns.vae_steps, ns.seed)
             save_vae(vae, vae_path)
-        model, model_stats = train_dit(vae, ns.model_steps, ns.seed, save_every=500,
-                                       save=lambda m: save_model(m, model_path), object_weight=ns.object_weight)
-        save_model(model, model_path)
+        model, model_stats = train_dit(vae, ns.model_steps, ns.seed, save_every=500, config=config,
+                                       save=lambda m: save_model(m, model_path, config), object_weight=ns.object_weight)
+        save_model(model, model_path, config)
         start = {k: v.to(torch.float16) for k, v in model.state_dict().items()}  # as phase 2 reads it from the file
     # phase 2: a constant learning rate from phase 1's EMA weights (float16, as saved), a new EMA
     refined, refine_stats = train_dit(vae, ns.refine_steps, ns.seed + 100, lr=1e-4, schedule="constant",
                                       start={k: v.float() for k, v in start.items()}, save_every=500,
-                                      save=lambda m: save_model(m, model_path), object_weight=ns.object_weight)
-    save_model(refined, model_path)
+                                      save=lambda m: save_model(m, model_path, config), object_weight=ns.object_weight,
+                                      config=config)
+    save_model(refined, model_path, config)
     model_stats = {"phase1": model_stats, "phase2": refine_stats}
     record = {
         "seed": ns.seed, "threads": ns.threads, "torch": torch.__version__, "seconds": time.monotonic() - t0,
-        "clip": {"frames": world.FRAMES, "size": world.SIZE}, "vae": vae_stats, "model": model_stats,
+        "clip": {"frames": world.FRAMES, "size": world.SIZE}, "blocks": {"double": ns.depth, "single": ns.single_depth},
+        "vae": vae_stats, "model": model_stats,
         "files": {os.path.basename(p): {"sha256": sha256(p), "bytes": os.path.getsize(p)} for p in (vae_path, model_path)},
     }
     with open(os.path.join(ns.out, "train_log.json"), "w") as f:

@@ -140,3 +140,27 @@ def test_a_run_folder_is_removed_after_success_and_kept_after_a_failure(tmp_path
     with base_dir(given):
         pass
     assert os.path.isdir(given)  # a folder the user named is never removed
+
+
+def test_the_training_script_builds_other_sizes_that_comfyui_detects(comfy_host, tmp_path):
+    """`python -m miniworld.train --depth D --single-depth S` (for experiments with a larger base model): a few
+    steps of each stage, then ComfyUI's own detector must read the saved file as HunyuanVideo of that size."""
+    import subprocess
+    import sys
+
+    import comfy.model_detection
+    from safetensors.torch import load_file
+
+    root = os.path.dirname(os.path.dirname(WEIGHTS))
+    out = tmp_path / "weights"
+    cmd = [sys.executable, "-m", "miniworld.train", "--out", str(out), "--vae-steps", "2", "--model-steps", "2",
+           "--refine-steps", "2", "--depth", "1", "--single-depth", "3", "--threads", "1"]
+    env = dict(os.environ, COMFYUI_DIR=comfy_host)
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    config = comfy.model_detection.model_config_from_unet(load_file(str(out / MODEL_FILE)), "")
+    assert type(config).__name__ == "HunyuanVideo", type(config)
+    assert (config.unet_config["depth"], config.unet_config["depth_single_blocks"]) == (1, 3)
+    assert json.load(open(out / "train_log.json"))["blocks"] == {"double": 1, "single": 3}
+    bad = subprocess.run(cmd[:5] + ["--depth", "0"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--depth must be >= 1" in bad.stderr
