@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -88,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             for ref in refs:
                 for seed in ns.seeds:
                     for i, (arm, changes) in enumerate(todo):
-                        s = Settings()
-                        for k, v in changes.items():
-                            setattr(s, k, v)
+                        s = replace(Settings(), **changes)
                         case, _ = run_case(client, ref, ns.prompt, seed, s, (arm,), timeout=ns.timeout)
                         runs[i] += case
                         r = case[0]

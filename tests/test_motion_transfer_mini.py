@@ -127,14 +127,12 @@ def test_a_reference_clip_of_another_size_and_length_with_its_tracks(comfy_host,
     record = json.load(open(out))
     assert record["motions"] == ["big_eight"] and {r["arm"] for r in record["runs"]} == {"base", "det"}
     by_arm = {r["arm"]: r for r in record["runs"]}
-    [was] = [r for r in json.load(open(RECORD))["runs"]
-             if r["arm"] == "base" and r["motion"] == "figure_eight" and r["seed"] == 0]
-    assert abs(by_arm["base"]["motion_fidelity"] - was["motion_fidelity"]) < 1e-4, (by_arm["base"], was)
+    was = {r["arm"]: r for r in json.load(open(RECORD))["runs"] if r["motion"] == "figure_eight" and r["seed"] == 0}
+    assert abs(by_arm["base"]["motion_fidelity"] - was["base"]["motion_fidelity"]) < 1e-4, (by_arm["base"], was)
     assert by_arm["det"]["found"] > 0 and by_arm["det"]["motion_fidelity"] != by_arm["base"]["motion_fidelity"]
     # the clip drawn at twice the size and resized back trains nearly the same adapter as the world's own clip:
     # DeT transfers as in the record (there 0.350 vs the base's 0.264), within a fraction of its margin
-    [det_was] = [r for r in json.load(open(RECORD))["runs"]
-                 if r["arm"] == "det" and r["motion"] == "figure_eight" and r["seed"] == 0]
+    det_was = was["det"]
     assert abs(by_arm["det"]["motion_fidelity"] - det_was["motion_fidelity"]) < 0.02, (by_arm["det"], det_was)
     assert not [p.name for p in scratch.iterdir() if p.name.startswith("det_mini_")], list(scratch.iterdir())
 
