@@ -37,12 +37,12 @@ def register_model_folders() -> None:
 async def comfy_entrypoint():
     from comfy_api.latest import ComfyExtension, io
 
-    from .nodes import adapter, evaluate, sample, segment, tracks, train, video
+    from .nodes import adapter, evaluate, locality, sample, segment, tracks, train, video
 
     class DeTExtension(ComfyExtension):
         async def get_node_list(self) -> list[type[io.ComfyNode]]:
             return [*video.NODES, *tracks.NODES, *train.NODES, *sample.NODES, *adapter.NODES, *evaluate.NODES,
-                    *segment.NODES]
+                    *segment.NODES, *locality.NODES]
 
     register_model_folders()
     return DeTExtension()
