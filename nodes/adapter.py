@@ -9,7 +9,7 @@ from comfy_api.latest import io, ui
 
 from ..det_core.adapter import DeTAdapter
 from .common import (ADAPTER_FOLDER, DetAdapterType, adapter_files, adapter_output_path, applied_blocks, attach,
-                     check_finite, video_transformer)
+                     check_finite, not_a_file_name, video_transformer)
 
 
 def strength_inputs() -> list:
@@ -43,6 +43,9 @@ class DeTLoadAdapter(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, adapter_name):
+        wrong = not_a_file_name("adapter_name", adapter_name, f"a .safetensors file in models/{ADAPTER_FOLDER}/")
+        if wrong:
+            return wrong
         if folder_paths.get_full_path(ADAPTER_FOLDER, adapter_name) is None:
             return f"adapter not found: {adapter_name}; put it in models/{ADAPTER_FOLDER}/"
         return True

@@ -139,6 +139,16 @@ def check_finite(**values: float) -> None:
             raise ValueError(f"{name}={value!r}: must be a finite number (NaN and infinity are refused)")
 
 
+def not_a_file_name(input_name: str, value, what: str) -> str | None:
+    """The message for a file-name input that is not a string, else None: for `validate_inputs` of the file and
+    folder choices. An API prompt can send any JSON value (`video: 123`), and ComfyUI skips its own option-list
+    check for every input a node's `validate_inputs` receives, so without this a number reaches the path code and
+    fails there with a raw error ("'int' object has no attribute 'strip'")."""
+    if isinstance(value, str):
+        return None
+    return f"{input_name}={value!r} is not a file name: give the name (a string) of {what}"
+
+
 def check_video_latent(arch: Arch, dm, samples, what: str) -> None:
     """The latent must be [B, C, T, H, W] with the model's latent channels and a size its patches tile."""
     if samples.ndim != 5:

@@ -13,7 +13,7 @@ from ..det_core.cotracker import track_points
 from ..det_core.evaluate import PROTOCOLS, difficulty, report, score_video, score_video_det
 from ..det_core.metrics import GLOBAL_MODES, load_clip, load_dino
 from ..det_core.tracks import make_tracks, sample_queries
-from .common import CoTrackerType, TracksType, check_finite, device_input, torch_device
+from .common import CoTrackerType, TracksType, check_finite, device_input, not_a_file_name, torch_device
 
 EVAL_FOLDER = "det_eval"
 EvalModelsType = io.Custom("DET_EVAL_MODELS")
@@ -55,7 +55,10 @@ class DeTLoadEvalModels(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, clip, dino):
-        for name in (clip, dino):
+        for input_name, name in (("clip", clip), ("dino", dino)):
+            wrong = not_a_file_name(input_name, name, f"a folder in models/{EVAL_FOLDER}/, or \"none\"")
+            if wrong:
+                return wrong
             if name != "none" and name not in eval_folders():
                 return f"no folder {name!r} in models/{EVAL_FOLDER}/"
         return True

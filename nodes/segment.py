@@ -18,7 +18,7 @@ from ..det_core.segment import (
     DINO_SPEC, SAM2_REPOS, SAM2_SPEC, SAM_SPEC, SAM_CHECKPOINT_EXTS, SAM_CHECKPOINTS, grounded_masks,
     load_grounding_dino, load_sam, load_sam2, load_sam2_video, overlay, propagated_masks,
 )
-from .common import GroundingDinoType, SamType, device_input, dtype_input, torch_device, torch_dtype
+from .common import GroundingDinoType, SamType, device_input, dtype_input, not_a_file_name, torch_device, torch_dtype
 
 log = logging.getLogger("DeT")
 DINO_FOLDER = "grounding-dino"
@@ -122,6 +122,9 @@ class DeTGroundingDinoLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model_name):
+        wrong = not_a_file_name("model_name", model_name, f"a GroundingDINO folder in models/{DINO_FOLDER}/")
+        if wrong:
+            return wrong
         if model_name not in dino_models():
             return f"GroundingDINO folder {model_name!r} not found in {_first_root(DINO_FOLDER)}; {DINO_SPEC.hint()}"
         return True
@@ -158,6 +161,10 @@ class DeTSAMLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model_name):
+        wrong = not_a_file_name("model_name", model_name, f"a SAM folder or checkpoint in models/{SAM_FOLDER}/, or "
+                                                          f"'{SAM2_PREFIX}<folder>' for SAM 2")
+        if wrong:
+            return wrong
         if model_name not in sam_models():
             return (f"SAM model {model_name!r} not found in {_first_root(SAM_FOLDER)} or {_first_root(SAM2_FOLDER)}; "
                     f"{SAM_SPEC.hint()}; or put an original checkpoint ({', '.join(SAM_CHECKPOINTS)}) into "

@@ -15,7 +15,7 @@ from comfy_api.latest import io, ui
 from ..det_core.cotracker import CoTracker3, load_cotracker3, track_points
 from ..det_core.tracks import (SAMPLING, draw_tracks, from_mtbench, make_tracks, read_tracks, sample_queries,
                                to_mtbench, to_wan_json)
-from .common import CoTrackerType, TracksType, device_input, dtype_input, torch_device, torch_dtype
+from .common import CoTrackerType, TracksType, device_input, dtype_input, not_a_file_name, torch_device, torch_dtype
 from .video import resolve_input_path
 
 log = logging.getLogger("DeT")
@@ -50,6 +50,10 @@ class DeTCoTrackerLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, checkpoint):
+        wrong = not_a_file_name("checkpoint", checkpoint, f"a CoTracker3 checkpoint in models/{FOLDER}/, such as "
+                                                          f"\"scaled_offline.pth\"")
+        if wrong:
+            return wrong
         if folder_paths.get_full_path(FOLDER, checkpoint) is None:
             return (f"CoTracker3 checkpoint not found: {checkpoint!r}; put scaled_offline.pth (from the CoTracker3 "
                     f"release) into models/{FOLDER}/")

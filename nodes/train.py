@@ -25,7 +25,8 @@ from ..det_core.safe_load import load_weights_only
 from ..det_core.tracking_loss import tracks_for_latent
 from ..det_core.train import OPTIMIZERS, TIMESTEP_SAMPLING, StepLog, TrainConfig, train_adapter
 from .common import (ADAPTER_FOLDER, DetAdapterType, TracksType, adapter_files, adapter_output_path, attach,
-                     check_finite, check_video_latent, optimizer_state_path, specs_by_kind, video_transformer)
+                     check_finite, check_video_latent, not_a_file_name, optimizer_state_path, specs_by_kind,
+                     video_transformer)
 
 log = logging.getLogger("DeT")
 MESSAGE = "det.train"  # websocket event with the live loss, read by web/det.js
@@ -153,6 +154,9 @@ class DeTTrainAdapter(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, resume_from, memory="auto", vram_budget_gib=0.0):
+        wrong = not_a_file_name("resume_from", resume_from, f"an adapter in models/{ADAPTER_FOLDER}/, or \"none\"")
+        if wrong:
+            return wrong
         if resume_from != "none" and folder_paths.get_full_path(ADAPTER_FOLDER, resume_from) is None:
             return f"adapter to resume not found: {resume_from}; put it in models/{ADAPTER_FOLDER}/ or choose none"
         if memory not in ("auto", "manual"):

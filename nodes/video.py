@@ -9,6 +9,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..det_core.video import SNAP_MODES, LoadSettings, VideoError, load_video
+from .common import not_a_file_name
 
 log = logging.getLogger("DeT")
 
@@ -30,6 +31,9 @@ def resolve_input_path(name: str, what: str = "file") -> str:
     """A file in ComfyUI's input folder, subfolders included (annotated names such as `x.mp4 [output]` read the
     output or temp folder, as ComfyUI's own loaders do); an absolute path only with DET_ALLOW_ABSOLUTE_PATHS=1.
     A name that resolves anywhere else is refused with the same message whether or not the file exists."""
+    if not isinstance(name, str):
+        raise ValueError(f"{what} {name!r} is not a file name: give the name (a string) of a {what} in ComfyUI's input "
+                         f"folder")
     refusal = (f"{what} {name!r} is not in ComfyUI's input folder: put the file there (subfolders are fine) and give "
                f"its name; absolute paths are read only when the server runs with {ALLOW_ABSOLUTE}=1")
     if os.path.isabs(name.strip()):
@@ -88,6 +92,9 @@ class DeTLoadVideo(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, video: str) -> bool | str:
         # only `video` here: ComfyUI skips its own min/max checks for every input this method receives
+        wrong = not_a_file_name("video", video, "a video file in ComfyUI's input folder, such as \"clip.mp4\"")
+        if wrong:
+            return wrong
         if not video:
             return "no video chosen: upload a video or put one in ComfyUI's input folder"
         try:

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from det_core.adapter import AdapterMeta, DeTAdapter
-from det_tools.client import PromptExecutionError
+from det_tools.client import PromptExecutionError, PromptValidationError
 from det_graphs import (apply_node, base_nodes, cotracker_node, empty_latent, load_video_node, save_latent,
                         train_node)
 from test_det_nodes import adapters_dir, load_adapter_node, write_adapter  # noqa: F401 (fixture)
@@ -90,3 +90,41 @@ def test_motion_fidelity_alpha_nan_blames_alpha(comfy, comfy_server, cotracker_f
     refused(comfy, comfy_server, g, "alpha=nan: must be a finite number")
     comfy.post_json("/history", {"clear": True})
     assert json.dumps(comfy.get_json("/history"))  # readable again
+
+
+FILE_NAME_INPUTS = [
+    ("DeTLoadVideo", "video", 123, "a video file in ComfyUI's input folder"),
+    ("DeTLoadAdapter", "adapter_name", 7, "a .safetensors file in models/det_adapters/"),
+    ("DeTTrainAdapter", "resume_from", 1.5, "an adapter in models/det_adapters/"),
+    ("DeTCoTrackerLoader", "checkpoint", True, "a CoTracker3 checkpoint in models/cotracker/"),
+    ("DeTGroundingDinoLoader", "model_name", {"name": "x"}, "a GroundingDINO folder in models/grounding-dino/"),
+    ("DeTSAMLoader", "model_name", 0, "a SAM folder or checkpoint in models/sams/"),
+    ("DeTLoadEvalModels", "dino", 3, "a folder in models/det_eval/"),
+]
+
+
+@pytest.mark.parametrize("class_type, input_name, value, what", FILE_NAME_INPUTS,
+                         ids=[f"{c}.{i}" for c, i, _, _ in FILE_NAME_INPUTS])
+def test_a_file_name_that_is_not_a_string_is_refused_by_name(comfy, comfy_server, class_type, input_name, value, what):
+    """An API prompt may send any JSON value where a file name belongs; ComfyUI leaves inputs that a node validates
+    itself unchecked, so the node must say what it wanted instead of failing in the path code ('int' object has no
+    attribute 'strip')."""
+    settings = {"DeTLoadVideo": load_video_node("x.mp4")["inputs"],
+                "DeTLoadAdapter": {"adapter_name": "x.safetensors"},
+                "DeTCoTrackerLoader": cotracker_node("x.pth")["inputs"],
+                "DeTGroundingDinoLoader": {"model_name": "x", "device": "cpu", "dtype": "auto"},
+                "DeTSAMLoader": {"model_name": "x", "device": "cpu", "dtype": "auto"},
+                "DeTLoadEvalModels": {"clip": "none", "dino": "none", "device": "cpu"}}
+    if class_type == "DeTTrainAdapter":
+        g = dict(base_nodes(), node=train_node("never_written", steps=2))
+    else:
+        g = {"node": {"class_type": class_type, "inputs": dict(settings[class_type])}}
+    g["node"]["inputs"][input_name] = value
+    g["show"] = {"class_type": "PreviewAny", "inputs": {"source": ["node", 0]}}
+    with pytest.raises(PromptValidationError) as err:
+        comfy.run(g, timeout=60)
+    text = "\n".join(err.value.messages())
+    assert f"{input_name}={value!r} is not a file name: give the name (a string) of {what}" in text, text
+    for raw in ("has no attribute", "argument must be str", "unhashable", "Exception when validating"):
+        assert raw not in text, text
+    assert comfy_server.alive() and comfy.get_json("/system_stats")
