@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .world import COLOURS, SHAPES, parse_caption
+from .world import COLOURS, EXTRA_SHAPES, SHAPES, parse_caption
 
 LATENT_CHANNELS = 16
 TEMPORAL = 4
@@ -92,14 +92,23 @@ class CaptionEncoder:
         g = torch.Generator().manual_seed(seed)
         self.words = {w: torch.randn(TEXT_DIM, generator=g) for w in VOCAB}
         self.pool = torch.randn(len(COLOURS) + len(SHAPES), POOLED_DIM, generator=g) / 2.0
+        # words added later (the pendulum) come from a generator of their own: the vectors above stay as the
+        # committed base model learned them
+        g = torch.Generator().manual_seed(seed + 1)
+        self.words.update({w: torch.randn(TEXT_DIM, generator=g) for w in EXTRA_SHAPES})
+        self.extra_pool = torch.randn(len(EXTRA_SHAPES), POOLED_DIM, generator=g) / 2.0
 
     def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         colour, shape = parse_caption(text)
         tokens = torch.stack([self.words["a"], self.words[colour], self.words[shape]])[None]  # 1 3 D
         onehot = torch.zeros(len(COLOURS) + len(SHAPES))
         onehot[list(COLOURS).index(colour)] = 1.0
-        onehot[len(COLOURS) + SHAPES.index(shape)] = 1.0
-        return tokens, (onehot @ self.pool)[None]  # 1 3 D, 1 768
+        pooled = onehot @ self.pool
+        if shape in SHAPES:
+            pooled = pooled + self.pool[len(COLOURS) + SHAPES.index(shape)]
+        else:
+            pooled = pooled + self.extra_pool[EXTRA_SHAPES.index(shape)]
+        return tokens, pooled[None]  # 1 3 D, 1 768
 
     def conditioning(self, text: str, guidance: float = 6.0) -> list:
         """ComfyUI CONDITIONING for HunyuanVideo: [[cross_attn, {"pooled_output": ..., "guidance": ...}]]."""

@@ -49,9 +49,11 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """n random clips [n, 3, F, H, W], their object coverage [n, 1, F, H, W] and captions."""
-    scenes = [world.random_scene(rng) for _ in range(n)]
+def batch(rng: np.random.Generator, n: int, object_motion: bool = False
+          ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """n random clips [n, 3, F, H, W], their object coverage [n, 1, F, H, W] and captions (`object_motion`: with
+    the object-relative motion kinds, see world.random_scene)."""
+    scenes = [world.random_scene(rng, object_motion=object_motion) for _ in range(n)]
     clips, alphas = zip(*(world.render_with_alpha(s) for s in scenes))
     return (torch.stack(clips).permute(0, 4, 1, 2, 3), torch.stack(alphas)[:, None], [s.caption for s in scenes])
 
@@ -107,7 +109,8 @@ def object_cover(alpha: torch.Tensor) -> torch.Tensor:
 
 def train_dit(vae: MiniVAE, steps: int, seed: int, batch_size: int = 8, lr: float = 2e-4, log=print,
               save_every: int = 0, save=None, start: dict | None = None, schedule: str = "cosine",
-              object_weight: float = 0.0, config: dict = CONFIG) -> tuple[torch.nn.Module, dict]:
+              object_weight: float = 0.0, config: dict = CONFIG, object_motion: bool = False
+              ) -> tuple[torch.nn.Module, dict]:
     """Flow-matching training of the base model; `start`: weights to continue from (else a fresh init);
     `schedule`: `cosine` (warm-up 200, decay to 10 %) or `constant` (warm-up 100); `object_weight`: latent cells on
     the object count 1 + this in the loss (a weighted mean; 0 = plain mean)."""
@@ -122,7 +125,7 @@ def train_dit(vae: MiniVAE, steps: int, seed: int, batch_size: int = 8, lr: floa
     g = torch.Generator().manual_seed(seed + 2)
     t0, losses = time.monotonic(), []
     for step in range(steps):
-        x, alpha, captions = batch(rng, batch_size)
+        x, alpha, captions = batch(rng, batch_size, object_motion)
         with torch.no_grad():
             x0 = vae.encode(x)  # B 16 T h w, standardised
         ctx, pooled = (torch.cat(t) for t in zip(*(text.encode(c) for c in captions)))
@@ -153,7 +156,7 @@ def train_dit(vae: MiniVAE, steps: int, seed: int, batch_size: int = 8, lr: floa
         if save is not None and save_every and (step + 1) % save_every == 0:
             save(ema)
     stats = {"steps": steps, "batch_size": batch_size, "learning_rate": lr, "schedule": schedule,
-             "object_weight": object_weight,
+             "object_weight": object_weight, "object_motion": object_motion,
              "seconds": time.monotonic() - t0,
              "final_loss": float(np.mean(losses[-200:]))}
     return ema, stats
@@ -193,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=CONFIG["depth"],
                         help="double-stream blocks (the committed model: 2; other sizes are for experiments)")
     parser.add_argument("--single-depth", type=int, default=CONFIG["depth_single_blocks"], help="single-stream blocks")
+    parser.add_argument("--object-motion", action="store_true",
+                        help="pretrain on clips with the object-relative motion kinds too (spin, pulse, a swinging "
+                             "pendulum; see miniworld.world.random_scene); the committed model was trained without")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--comfyui", default=None, help="ComfyUI folder (default: COMFYUI_DIR or .comfyui-path)")
     ns = parser.parse_args(argv)
@@ -227,19 +233,21 @@ def main(argv: list[str] | None = None) -> int:
             vae, vae_stats = train_vae(ns.vae_steps, ns.seed)
             save_vae(vae, vae_path)
         model, model_stats = train_dit(vae, ns.model_steps, ns.seed, save_every=500, config=config,
-                                       save=lambda m: save_model(m, model_path, config), object_weight=ns.object_weight)
+                                       save=lambda m: save_model(m, model_path, config), object_weight=ns.object_weight,
+                                       object_motion=ns.object_motion)
         save_model(model, model_path, config)
         start = {k: v.to(torch.float16) for k, v in model.state_dict().items()}  # as phase 2 reads it from the file
     # phase 2: a constant learning rate from phase 1's EMA weights (float16, as saved), a new EMA
     refined, refine_stats = train_dit(vae, ns.refine_steps, ns.seed + 100, lr=1e-4, schedule="constant",
                                       start={k: v.float() for k, v in start.items()}, save_every=500,
                                       save=lambda m: save_model(m, model_path, config), object_weight=ns.object_weight,
-                                      config=config)
+                                      config=config, object_motion=ns.object_motion)
     save_model(refined, model_path, config)
     model_stats = {"phase1": model_stats, "phase2": refine_stats}
     record = {
         "seed": ns.seed, "threads": ns.threads, "torch": torch.__version__, "seconds": time.monotonic() - t0,
         "clip": {"frames": world.FRAMES, "size": world.SIZE}, "blocks": {"double": ns.depth, "single": ns.single_depth},
+        "object_motion": ns.object_motion,
         "vae": vae_stats, "model": model_stats,
         "files": {os.path.basename(p): {"sha256": sha256(p), "bytes": os.path.getsize(p)} for p in (vae_path, model_path)},
     }

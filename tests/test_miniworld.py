@@ -51,6 +51,66 @@ def test_named_motions_differ_from_each_other_and_move():
     assert (stop < 1e-9).sum() >= 6 and (stop > 1.0).sum() >= 10  # halts and goes
 
 
+@pytest.mark.parametrize("motion", world.OBJECT_MOTIONS)
+def test_object_relative_motions_move_points_on_the_object_with_it(motion):
+    """Spin, pulse, swing and loop + spin: every tracked point stays on the object's colour in every frame (the
+    tracks rotate, scale and swing with the drawing), the object stays whole inside the frame, and the points move
+    relative to each other (the motion is the object's own, not a translation)."""
+    scene = world.reference_scene(motion)
+    assert scene.shape == world.MOTION_SHAPE[motion]
+    clip, alpha = (v.numpy() for v in world.render_with_alpha(scene))
+    tracks = world.object_tracks(scene)
+    px = tracks[..., :2] * world.SIZE
+    rows, cols = np.round(px[..., 1]).astype(int), np.round(px[..., 0]).astype(int)
+    under = alpha[np.arange(world.FRAMES)[:, None], rows, cols]  # F N: coverage under each point
+    assert (under > 0.99).all(), motion
+    assert alpha[:, [0, -1]].max() == 0 and alpha[:, :, [0, -1]].max() == 0  # nothing touches the border
+    spread = px - px.mean(axis=1, keepdims=True)  # F N 2: the points about their centre
+    change = np.abs(spread - spread[0]).max()
+    assert change > 2.5, (motion, change)  # pixels: the shape itself turns, grows or swings
+
+
+def test_spin_turns_the_drawing_clockwise_and_its_speed_varies():
+    scene = world.reference_scene("spin")
+    angle = scene.per_frame()[0]
+    step = np.diff(angle)
+    assert angle[-1] - angle[0] == pytest.approx(2 * np.pi) and step.max() > 3 * step.min() > 0
+    # the triangle's apex (drawn at -y) is where the tracks say: at a quarter turn clockwise it points to +x
+    q = int(np.argmin(np.abs(angle - np.pi / 2)))
+    clip, alpha = world.render_with_alpha(scene)
+    ys, xs = np.nonzero(alpha[q].numpy() > 0.5)
+    cx, cy = scene.path[q]
+    assert (xs < cx).sum() > 2 * (xs > cx).sum()  # the base is on the left, the narrow apex on the right
+
+
+def test_random_scenes_with_object_motion_draw_every_kind_and_stay_inside():
+    rng = np.random.default_rng(3)
+    scenes = [world.random_scene(rng, object_motion=True) for _ in range(200)]
+    assert {s.shape for s in scenes} == set(world.ALL_SHAPES)
+    kinds = np.mean([[s.angle is not None, s.scale is not None, s.swing is not None] for s in scenes], axis=0)
+    assert 0.3 < kinds[0] < 0.5 and 0.25 < kinds[1] < 0.45 and 0.1 < kinds[2] < 0.3, kinds
+    for s in scenes[:40]:
+        alpha = world.render_with_alpha(s)[1].numpy()
+        assert alpha[:, [0, -1]].max() < 0.5 and alpha[:, :, [0, -1]].max() < 0.5
+    # without the option the draws are those the committed base model was trained on: same rng use as before
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    plain = world.random_scene(a)
+    assert plain.angle is None and plain.scale is None and plain.shape in world.SHAPES
+    np.testing.assert_array_equal(plain.path, world.random_scene(b, object_motion=False).path)
+    assert a.random() == b.random()
+
+
+def test_the_pendulum_caption_leaves_the_committed_vectors_alone():
+    enc = CaptionEncoder()
+    tokens, pooled = enc.encode("a blue pendulum")
+    assert not torch.equal(pooled, enc.encode("a blue disc")[1])
+    # the committed model's words and pooled rows are drawn first, from the same generator as before
+    g = torch.Generator().manual_seed(1234)
+    words = {w: torch.randn(32, generator=g) for w in ("a", *world.COLOURS, *world.SHAPES)}
+    torch.testing.assert_close(enc.encode("a red disc")[0][0], torch.stack([words["a"], words["red"], words["disc"]]),
+                               rtol=0, atol=0)
+
+
 def test_random_paths_bounce_inside_the_frame():
     rng = np.random.default_rng(0)
     for _ in range(50):
