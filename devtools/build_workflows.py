@@ -1,6 +1,6 @@
 """Build the example workflows in the real ComfyUI front end and save them (UI format) with thumbnails.
 
-    .venv/bin/python -m devtools.build_workflows [--check]
+    .venv/bin/python -m devtools.build_workflows [NAME ...] [--check]
 
 Each workflow is described below by its nodes (type, title, position, widget values by name) and links (by output
 index and input name); the front end itself creates the nodes, so `widgets_values`, sockets and node sizes are
@@ -178,6 +178,115 @@ WAN22_LINKS = [
 ]
 
 
+REFERENCE_CAPTION = "A woman wearing a blue dress is dancing on the ground in front of a lot of people."
+NEGATIVE = WAN_NEGATIVE
+"""The negative prompt of every workflow that samples with cfg > 1."""
+
+
+def one_model_nodes(loaders: list, train: dict, empty: tuple, apply: dict, decode: tuple) -> list:
+    """A motion transfer on one video model (the layout of det_wan22_motion_transfer): `loaders` (unet, clip, vae),
+    the reference, Train DeT Adapter with the model's own `train` settings, a new and a negative prompt, the
+    model's empty latent (`empty`: node type and widget values), Apply DeT Motion with `apply` and the `decode`
+    node (type, title, widget values)."""
+    train_values = {
+        "steps": 500, "mid_dim": 128, "double_blocks": "all", "single_blocks": "none", "tracking_weight": 0.1,
+        "tracking_features": "x0", "guidance": 6.0, "warmup_steps": 100, "optimizer": "auto", "seed": 0,
+        "control_after_generate": "fixed", "checkpoint_every": 100, "overwrite": False, "resume_from": "none",
+        "swap_blocks": 0, "offload_activations": False, "caption": REFERENCE_CAPTION, "tracking_max_timestep": 400.0,
+        "memory": "auto", "vram_budget_gib": 0.0, "timestep_min": 0.0, "timestep_max": 1000.0, **train}
+    apply_values = {"seed": 42, "control_after_generate": "fixed", "guidance": 6.0, "scheduler": "simple",
+                    "strength": 1.0, "double_blocks": "trained", "single_blocks": "none", **apply}
+    return [
+        *loaders,
+        *reference_nodes(40, 560),
+        ("encode", "VAEEncode", "VAE Encode (reference)", (1360, 300), {}),
+        ("caption", "CLIPTextEncode", "Reference caption", (1360, 420), {"text": REFERENCE_CAPTION}),
+        ("train", "DeTTrainAdapter", "Train DeT Adapter", (1800, 40), train_values),
+        ("loss_preview", "PreviewImage", "Loss curve", (2240, 40), {}, (380, 300)),
+        ("prompt", "CLIPTextEncode", "New prompt", (2680, 420), {"text": "An astronaut is dancing on mars."}),
+        ("negative", "CLIPTextEncode", "Negative prompt", (2680, 640), {"text": NEGATIVE}),
+        ("empty", empty[0], "Empty video latent", (2680, 860), empty[1]),
+        ("apply", "DeTApplyMotion", "Apply DeT Motion", (3120, 40), apply_values),
+        ("decode", decode[0], decode[1], (3560, 40), decode[2]),
+        ("to_video", "CreateVideo", "Create Video", (3560, 260), {"fps": 8.0}),
+        ("save", "SaveVideo", "Save Video", (3940, 40), {"filename_prefix": f"video/{train['output_name']}",
+                                                       "format": "auto", "codec": "auto"}, (400, 360)),
+    ]
+
+
+ONE_MODEL_LINKS = [
+    *REFERENCE_LINKS, ("video", 0, "encode", "pixels"), ("vae", 0, "encode", "vae"), ("clip", 0, "caption", "clip"),
+    ("unet", 0, "train", "model"), ("encode", 0, "train", "latent"), ("caption", 0, "train", "conditioning"),
+    ("tracks", 0, "train", "tracks"), ("train", 1, "loss_preview", "images"),
+    ("clip", 0, "prompt", "clip"), ("clip", 0, "negative", "clip"), ("unet", 0, "apply", "model"),
+    ("train", 0, "apply", "adapter"), ("prompt", 0, "apply", "positive"), ("negative", 0, "apply", "negative"),
+    ("empty", 0, "apply", "latent"), ("apply", 0, "decode", "samples"), ("vae", 0, "decode", "vae"),
+    ("decode", 0, "to_video", "images"), ("video", 1, "to_video", "fps"), ("to_video", 0, "save", "video"),
+]
+"""The reference's frame rate drives the saved video: its frames map one to one onto the generated ones."""
+
+WAN21_14B, WAN21_1_3B = "wan2.1_t2v_14B_fp16.safetensors", "wan2.1_t2v_1.3B_fp16.safetensors"
+WAN21_NOTE = (
+    "Model files (put them here, nothing is downloaded):\n"
+    f"- models/diffusion_models/{WAN21_14B} (or {WAN21_1_3B}: choose it on Load Diffusion Model)\n"
+    f"- models/text_encoders/{UMT5}\n"
+    f"- models/vae/{WAN_VAE}\n"
+    "- models/grounding-dino/grounding-dino-tiny/, models/sams/sam-vit-base/, models/cotracker/scaled_offline.pth "
+    "(as in det_motion_transfer)\n"
+    "Adapters are written to models/det_adapters/."
+)
+WAN21_HOW = (
+    "DeT on Wan 2.1 T2V (14B or 1.3B) with the DeT authors' Wan 2.1 14B settings: lr 1e-6, kernel 5, logit-normal "
+    "timesteps, cfg 5 with a negative prompt, shift 5, UniPC 50 steps, 832x480, 49 frames, adapters applied in "
+    "the first 15 of 40 blocks (keep_fraction 0.375; on 1.3B the first 12 of 30). EXPERIMENTAL: the DeT author "
+    "reports that DeT does not run properly on Wan (tried on 1.3B) because Wan's attention is not local in time as "
+    "HunyuanVideo's is; look at your model with Attention Locality (DeT) before a long training.")
+
+HV15_UNET = "hunyuanvideo1.5_720p_t2v_fp16.safetensors"
+QWEN, BYT5 = "qwen_2.5_vl_7b.safetensors", "byt5_small_glyphxl_fp16.safetensors"
+HV15_VAE = "hunyuanvideo15_vae_fp16.safetensors"
+HV15_NOTE = (
+    "Model files (put them here, nothing is downloaded):\n"
+    f"- models/diffusion_models/{HV15_UNET}\n"
+    f"- models/text_encoders/{QWEN} (or qwen_2.5_vl_7b_fp8_scaled.safetensors) and {BYT5}\n"
+    f"- models/vae/{HV15_VAE}\n"
+    "- models/grounding-dino/grounding-dino-tiny/, models/sams/sam-vit-base/, models/cotracker/scaled_offline.pth "
+    "(as in det_motion_transfer)\n"
+    "Adapters are written to models/det_adapters/."
+)
+HV15_HOW = (
+    "DeT on HunyuanVideo 1.5 T2V with settings derived from HunyuanVideo's (the DeT authors did not run it): lr "
+    "1e-5, kernel 3, uniform timesteps, adapters in all 54 double-stream blocks and all applied, 848x480, 49 "
+    "frames, euler 50 steps, shift 7. It is not guidance-distilled: cfg 6 with a negative prompt (embedded "
+    "guidance is ignored).")
+
+
+def wan21_nodes() -> list:
+    return one_model_nodes(
+        [("unet", "UNETLoader", "Load Diffusion Model", (40, 40), {"unet_name": WAN21_14B, "weight_dtype": "default"}),
+         ("clip", "CLIPLoader", "Load CLIP", (40, 170), {"clip_name": UMT5, "type": "wan", "device": "default"}),
+         ("vae", "VAELoader", "Load VAE", (40, 310), {"vae_name": WAN_VAE})],
+        train={"learning_rate": 1e-6, "kernel_size": 5, "feature_block": "blocks:29", "output_name": "det_motion_wan21",
+               "timestep_sampling": "logit_normal"},
+        empty=("EmptyHunyuanLatentVideo", {"width": 832, "height": 480, "length": 49, "batch_size": 1}),
+        apply={"steps": 50, "cfg": 5.0, "flow_shift": 5.0, "sampler_name": "uni_pc", "keep_fraction": 0.375},
+        decode=("VAEDecode", "VAE Decode", {}))
+
+
+def hunyuan15_nodes() -> list:
+    return one_model_nodes(
+        [("unet", "UNETLoader", "Load Diffusion Model", (40, 40), {"unet_name": HV15_UNET, "weight_dtype": "default"}),
+         ("clip", "DualCLIPLoader", "DualCLIPLoader", (40, 170),
+          {"clip_name1": QWEN, "clip_name2": BYT5, "type": "hunyuan_video_15", "device": "default"}),
+         ("vae", "VAELoader", "Load VAE", (40, 340), {"vae_name": HV15_VAE})],
+        train={"learning_rate": 1e-5, "kernel_size": 3, "feature_block": "double:53",
+               "output_name": "det_motion_hunyuan15", "timestep_sampling": "uniform"},
+        empty=("EmptyHunyuanVideo15Latent", {"width": 848, "height": 480, "length": 49, "batch_size": 1}),
+        apply={"steps": 50, "cfg": 6.0, "flow_shift": 7.0, "sampler_name": "euler", "keep_fraction": 1.0},
+        decode=("VAEDecodeTiled", "VAE Decode (Tiled)",
+                {"tile_size": 256, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}))
+
+
 def note(key, pos, text, size=(420, 260)):
     return (key, "Note", "Note", pos, {"text": text}, size)
 
@@ -221,9 +330,21 @@ WORKFLOWS = {
                        "adapters applied in the first 15 of 40 blocks). The adapter trains on the high-noise expert "
                        "at timesteps 875-1000 only, with the tracking loss on all of them; Apply DeT Motion runs the "
                        "adapted high-noise expert while sigma >= 0.875 and the low-noise expert after, as ComfyUI's "
-                       "two-sampler Wan 2.2 workflows do. For Wan 2.1, load one model, leave low_noise_model "
-                       "empty and set timestep_min 0 and tracking_max_timestep 400.", (1200, 220))],
+                       "two-sampler Wan 2.2 workflows do (for Wan 2.1: det_motion_transfer_wan21). EXPERIMENTAL: "
+                       "the DeT author reports that DeT does not run properly on Wan because Wan's attention is not "
+                       "local in time as HunyuanVideo's is; look at your model with Attention Locality (DeT) before "
+                       "a long training.", (1200, 220))],
         "links": WAN22_LINKS,
+    },
+    "det_motion_transfer_wan21": {
+        "nodes": [*wan21_nodes(), note("models", (40, -420), WAN21_NOTE, (820, 300)),
+                  note("how", (1360, -420), WAN21_HOW, (1200, 220))],
+        "links": ONE_MODEL_LINKS,
+    },
+    "det_motion_transfer_hunyuan15": {
+        "nodes": [*hunyuan15_nodes(), note("models", (40, -420), HV15_NOTE, (820, 300)),
+                  note("how", (1360, -420), HV15_HOW, (1200, 220))],
+        "links": ONE_MODEL_LINKS,
     },
     "det_evaluate": {
         "nodes": [
@@ -295,6 +416,26 @@ FIT_JS = """
 """
 
 
+def comparable(wf: dict) -> tuple:
+    """What a rebuild must reproduce: each node's id, type, title and widget values, and the links."""
+    return ([(n["id"], n["type"], n.get("title"), n.get("widgets_values")) for n in wf["nodes"]],
+            [link[:5] for link in wf["links"]])
+
+
+def stale(built: dict, folder: str) -> list[str]:
+    """Names of the workflows whose file in `folder` is missing or differs from the fresh build."""
+    out = []
+    for name, (wf, _jpg, _png) in built.items():
+        path = os.path.join(folder, name + ".json")
+        if not os.path.isfile(path):
+            out.append(f"{name} (no {path})")
+            continue
+        with open(path) as f:
+            if comparable(json.load(f)) != comparable(wf):
+                out.append(name)
+    return out
+
+
 def build_all(url: str, names=None) -> dict[str, tuple[dict, bytes]]:
     """name -> (UI workflow, JPEG thumbnail) built in the front end served at `url`."""
     from PIL import Image
@@ -324,7 +465,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host-dir", default=os.path.join(ROOT, ".comfyui"))
     parser.add_argument("--out", default=OUT)
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"build only these (default: all of {', '.join(WORKFLOWS)})")
+    parser.add_argument("--check", action="store_true",
+                        help="rebuild in memory, write nothing, exit 1 if a shipped workflow is missing or differs")
     ns = parser.parse_args(argv)
+    unknown = [n for n in ns.names if n not in WORKFLOWS]
+    if unknown:
+        parser.error(f"unknown workflow {', '.join(unknown)}; the builder knows {', '.join(WORKFLOWS)}")
     import tempfile
 
     from det_tools.host import ComfyServer, prepare_base_dir
@@ -332,7 +480,14 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base = prepare_base_dir(tmp)
         with ComfyServer(ns.host_dir, base_dir=base, log_path=os.path.join(tmp, "server.log")) as server:
-            built = build_all(server.url)
+            built = build_all(server.url, ns.names)
+    if ns.check:
+        bad = stale(built, ns.out)
+        for name in bad:
+            print(f"stale: {name}; run .venv/bin/python -m devtools.build_workflows", file=sys.stderr)
+        if not bad:
+            print(f"{len(built)} workflows in {ns.out} match what the builder makes today")
+        return 1 if bad else 0
     os.makedirs(ns.out, exist_ok=True)
     for name, (wf, jpg, png) in built.items():
         with open(os.path.join(ns.out, name + ".json"), "w") as f:

@@ -10,7 +10,7 @@ import pytest
 
 from det_tools.client import PromptValidationError, convert_ui_to_api
 from devtools.browser import comfy_page, is_host_noise, load_workflow
-from devtools.build_workflows import BUILD_JS, EXAMPLE_VIDEO, WORKFLOWS
+from devtools.build_workflows import BUILD_JS, EXAMPLE_VIDEO, WORKFLOWS, comparable
 from devtools.tiny_models import TINY_HV_FILE, TINY_TEXT_DIM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,9 +36,37 @@ def our_errors(messages):
 
 def test_every_workflow_is_shipped_with_a_thumbnail():
     assert SHIPPED == sorted(WORKFLOWS) == ["det_apply_adapter", "det_evaluate", "det_motion_transfer",
-                                                 "det_train_adapter", "det_wan22_motion_transfer"]
+                                            "det_motion_transfer_hunyuan15", "det_motion_transfer_wan21",
+                                            "det_train_adapter", "det_wan22_motion_transfer"]
     for name in SHIPPED:
         assert os.path.getsize(os.path.join(ROOT, "workflows", name + ".jpg")) > 5000
+
+
+FAMILIES = {"det_motion_transfer_wan21": ("wan21", "EmptyHunyuanLatentVideo"),
+            "det_wan22_motion_transfer": ("wan21", "EmptyHunyuanLatentVideo"),
+            "det_motion_transfer_hunyuan15": ("hunyuan_video_15", "EmptyHunyuanVideo15Latent")}
+"""The workflows of one model family: its det_core.arch entry (whose settings the README's table lists) and the
+core node that makes its empty latent (16 channels at 8x for Wan 2.1, 32 at 16x for HunyuanVideo 1.5)."""
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_workflows_carry_the_settings_of_their_model(name):
+    from det_core.arch import arch_named
+
+    arch_name, empty_type = FAMILIES[name]
+    arch = arch_named(arch_name)
+    d = arch.defaults
+    nodes = {n[0]: n for n in WORKFLOWS[name]["nodes"]}
+    train, apply, empty = nodes["train"][4], nodes["apply"][4], nodes["empty"][4]
+    assert nodes["unet"][4]["unet_name"] in arch.model_files
+    assert nodes["empty"][1] == empty_type
+    keys = ("kernel_size", "mid_dim", "learning_rate", "warmup_steps", "timestep_sampling")
+    assert {k: train[k] for k in keys} == {k: d[k] for k in keys}
+    assert (apply["steps"], apply["cfg"], apply["flow_shift"], apply["sampler_name"], apply["scheduler"],
+            apply["keep_fraction"]) == (d["steps"], d["cfg"], d["flow_shift"], d["sampler"], d["scheduler"],
+                                        d["keep_fraction"])
+    assert (empty["width"], empty["height"], empty["length"]) == (d["width"], d["height"], d["frames"])
+    assert d["cfg"] > 1 and ("negative", 0, "apply", "negative") in WORKFLOWS[name]["links"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -80,9 +108,8 @@ def test_shipped_workflows_match_what_the_builder_makes_today(page):
         pg.evaluate(BUILD_JS, {"nodes": nodes, "links": spec["links"]})
         fresh = pg.evaluate("() => window.app.graph.serialize()")
         shipped = json.load(open(os.path.join(ROOT, "workflows", name + ".json")))
-        strip = lambda wf: ([(n["id"], n["type"], n.get("title"), n.get("widgets_values")) for n in wf["nodes"]],
-                            [l[:5] for l in wf["links"]])
-        assert strip(fresh) == strip(shipped), f"{name} is stale: run .venv/bin/python -m devtools.build_workflows"
+        assert comparable(fresh) == comparable(shipped), \
+            f"{name} is stale: run .venv/bin/python -m devtools.build_workflows {name}"
 
 
 def test_template_browser_lists_the_workflows(comfy):
