@@ -66,6 +66,8 @@ class Arch:
     sources: str = ""
     model_files: tuple[str, ...] = ()
     """The released diffusion-model files (models/diffusion_models/) this entry covers."""
+    caution: str = ""
+    """What is known against DeT on this model, said when an adapter is trained on it ("" when nothing is)."""
 
     def group(self, kind: str) -> BlockGroup:
         for g in self.groups:
@@ -110,6 +112,14 @@ WAN21_14B = dict(WAN_COMMON, in_dim=16, out_dim=16, dim=5120, ffn_dim=13824, num
 """Also each expert of Wan 2.2 T2V A14B (high noise, low noise)."""
 WAN22_5B = dict(WAN_COMMON, in_dim=48, out_dim=48, dim=3072, ffn_dim=14336, num_heads=24, num_layers=30)
 
+WAN_CAUTION = (
+    "experimental on Wan: the DeT author found that DeT does not run properly on Wan's architecture and can "
+    "destabilise it (tried on Wan 2.1 1.3B; Shi-qingyu/DeT issue #2), because Wan's attention is not concentrated "
+    "on the same position in nearby frames as HunyuanVideo's and CogVideoX's is, which DeT's temporal convolution "
+    "matches; look at your model with Attention Locality (DeT) before a long training")
+"""Why an adapter on Wan is experimental (the authors' development code still has Wan 2.1 14B runs, whose settings
+WAN_DEFAULTS are)."""
+
 WAN22_BOUNDARY = 0.875
 """Wan 2.2 T2V A14B: the high-noise expert samples while sigma >= this (Wan 2.2's own T2V boundary), the low-noise
 expert after."""
@@ -148,7 +158,8 @@ WAN21 = Arch(
             "480x832, shift 5, guidance 5 with a negative prompt, UniPC 50 steps, adapters applied in blocks 0-14 of "
             "40 = keep_fraction 0.375); 1.3B: the same, keep_fraction 0.375 of 30 = blocks 0-11 (derived)",
     model_files=("wan2.1_t2v_1.3B_fp16.safetensors", "wan2.1_t2v_14B_fp16.safetensors",
-                 "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"))
+                 "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"),
+    caution=WAN_CAUTION)
 
 WAN22_TI2V = Arch(
     name="wan22_ti2v", label="Wan 2.2 TI2V 5B", config_classes=("WAN22_T2V",), transformer="wan", groups=WAN_GROUPS,
@@ -156,7 +167,7 @@ WAN22_TI2V = Arch(
     full_size={"5B": WAN22_5B},
     defaults=dict(WAN_DEFAULTS, height=704, width=1280),
     sources="derived: the authors' Wan 2.1 settings (same block design) at the 5B model's native 704x1280",
-    model_files=("wan2.2_ti2v_5B_fp16.safetensors",))
+    model_files=("wan2.2_ti2v_5B_fp16.safetensors",), caution=WAN_CAUTION)
 
 ARCHS = (HUNYUAN_VIDEO, HUNYUAN_VIDEO_15, WAN21, WAN22_TI2V)
 BY_NAME = {a.name: a for a in ARCHS}

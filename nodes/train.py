@@ -213,6 +213,9 @@ class DeTTrainAdapter(io.ComfyNode):
                                    "timesteps": f"{timestep_min:g}-{timestep_max:g}"})
         _compare_with_defaults(arch, learning_rate, kernel_size if not resume_path else adapter.meta.kernel_size,
                                timestep_sampling, notes)
+        if arch.caution:
+            log.warning("[DeT] %s: %s", arch.label, arch.caution)
+            notes.insert(0, f"{arch.label}: {arch.caution}")
         # 3. train on a patched clone of the model
         logs = _train_on_clone(run)
         # 4. outputs
