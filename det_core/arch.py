@@ -137,7 +137,9 @@ HUNYUAN_VIDEO = Arch(
     full_size={"13B": HUNYUAN_VIDEO_13B},
     defaults=HV_DEFAULTS,
     sources="the paper (kernel 3 by its ablation, mid 128, lr 1e-5) and the authors' HunyuanVideo benchmark script "
-            "(all 20 double-stream blocks, 512x768, 49 frames, 50 steps, guidance 6; it used kernel 5)",
+            "(all 20 double-stream blocks, 512x768, 49 frames, 50 steps, guidance 6; it used kernel 5); their "
+            "HunyuanVideo training script (train_conv1d_hunyuan.py) puts the adapters on the 40 single-stream blocks "
+            "only instead (double_blocks none, single_blocks all)",
     model_files=("hunyuan_video_t2v_720p_bf16.safetensors",))
 
 HUNYUAN_VIDEO_15 = Arch(

@@ -87,10 +87,15 @@ class DeTTrainAdapter(io.ComfyNode):
                 io.Int.Input("kernel_size", default=3, min=1, max=15, step=2, tooltip="Temporal kernel size (odd)."),
                 io.String.Input("double_blocks", default="all",
                                 tooltip="Blocks that get an adapter: HunyuanVideo's double-stream blocks, Wan's "
-                                        "blocks. 'all', 'none' or a list like '0-9'."),
+                                        "blocks. 'all', 'none' or a list like '0-9'. HunyuanVideo: the DeT authors' "
+                                        "benchmark (inference) script puts adapters in all 20 double-stream blocks "
+                                        "(this default); their training script train_conv1d_hunyuan.py puts them in "
+                                        "the 40 single-stream blocks only (double_blocks none, single_blocks all)."),
                 io.String.Input("single_blocks", default="none",
                                 tooltip="HunyuanVideo's single-stream blocks that get an adapter: 'none', 'all' or a "
-                                        "list. Wan and HunyuanVideo 1.5 have none."),
+                                        "list. 'all' with double_blocks 'none' is the placement of the DeT authors' "
+                                        "HunyuanVideo training script (train_conv1d_hunyuan.py). Wan and HunyuanVideo "
+                                        "1.5 have none."),
                 io.Float.Input("tracking_weight", default=0.1, min=0.0, max=100.0, step=0.01,
                                tooltip="Weight of the dense tracking loss (the paper: 0.1). Needs TRACKS."),
                 io.Combo.Input("tracking_features", options=["x0", "block"], default="x0",

@@ -120,10 +120,16 @@ def test_training_on_block_features_and_without_tracks(comfy, adapters_dir, pack
     comfy.run(train_graph(tracks, output_name="features", steps=25, tracking_features="block", feature_block="double:1"))
     log = torch.load(os.path.join(adapters_dir, "features.optim.pt"), weights_only=True)["log"]
     assert any(e["track"] is not None for e in log)
-    result = comfy.run(train_graph(None, output_name="no_tracks", steps=3))
+    # on the single-stream blocks only: the placement of the DeT authors' HunyuanVideo training script
+    result = comfy.run(train_graph(None, output_name="no_tracks", steps=3, double_blocks="none", single_blocks="all"))
     assert "no TRACKS connected" in result.outputs["info"]["text"][0]
     with safe_open(os.path.join(adapters_dir, "no_tracks.safetensors"), "pt") as f:
         assert float(f.metadata()["det.tracking_weight"]) == 0.0
+        assert set(f.keys()) == {f"single_blocks.{i}.{w}.weight" for i in (0, 1) for w in ("down", "up")}
+    single = DeTAdapter.load(os.path.join(adapters_dir, "no_tracks.safetensors"))
+    assert single.indices("double") == [] and single.indices("single") == [0, 1]
+    assert all(float(m.up.weight.detach().abs().sum()) > 0 for m in single.single_blocks.values()), \
+        "no gradient reached the single-stream adapters"
 
 
 def test_interrupt_keeps_a_loadable_checkpoint_and_resume_continues(comfy, adapters_dir):
