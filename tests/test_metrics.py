@@ -26,6 +26,12 @@ def real_tracks(case: str) -> np.ndarray:
     return np.load(path)[..., :2].transpose(1, 0, 2).astype(np.float64)
 
 
+def drawn_tracks(pack_cases: str, case: str) -> np.ndarray:
+    """The tracks.npy of one of the pack's drawn MTBench cases (tests/media.py: 100 points over 49 frames, as real
+    ones) as [100, 49, 2]: for checks of formulas, which need tracks of MTBench's size but not real motion."""
+    return np.load(os.path.join(pack_cases, case, "tracks.npy"))[..., :2].transpose(1, 0, 2).astype(np.float64)
+
+
 def random_tracks(k=20, t=13, seed=0) -> np.ndarray:
     """Smooth-ish random walks in [0, 1]."""
     rng = np.random.default_rng(seed)
@@ -107,8 +113,8 @@ def official_transcription(gen: np.ndarray, src: np.ndarray) -> float:
     return float(sim.max(axis=1).mean())
 
 
-def test_official_mode_equals_direct_transcription_on_real_tracks():
-    gen, src = real_tracks("dance-twirl"), real_tracks("dog-agility")
+def test_official_mode_equals_direct_transcription_on_mtbench_sized_tracks(pack_cases):
+    gen, src = drawn_tracks(pack_cases, "world-figure-eight"), drawn_tracks(pack_cases, "world-zig-zag")
     out = motion_fidelity(gen, src, mode="official")
     assert out["global"] == pytest.approx(official_transcription(gen, src), abs=1e-9)
     assert out["local"] == pytest.approx(motion_fidelity(gen, src)["local"], abs=1e-15)
@@ -117,8 +123,8 @@ def test_official_mode_equals_direct_transcription_on_real_tracks():
     assert weighted["hybrid"] == pytest.approx(0.2 * out["local"] + 0.8 * out["global"], abs=1e-12)
 
 
-def test_subsample_picks_the_documented_seeded_subset():
-    gen, src = real_tracks("dance-twirl"), real_tracks("dog-agility")
+def test_subsample_picks_the_documented_seeded_subset(pack_cases):
+    gen, src = drawn_tracks(pack_cases, "world-figure-eight"), drawn_tracks(pack_cases, "world-zig-zag")
     rng = np.random.default_rng(7)
     ig = rng.choice(len(gen), 30, replace=False)
     is_ = rng.choice(len(src), 30, replace=False)

@@ -48,9 +48,9 @@ def test_published_and_flat_layouts_read_the_same(published, mtbench_examples):
         assert np.array_equal(np.array(Image.open(p.mask).convert("L")), np.array(Image.open(f.mask).convert("L")))
 
 
-def test_one_published_case_folder_is_a_benchmark_of_one(published):
-    cases, problems = scan(os.path.join(published, "dog-agility"))
-    assert [c.name for c in cases] == ["dog-agility"] and not problems
+def test_one_published_case_folder_is_a_benchmark_of_one(drawn_published):
+    cases, problems = scan(os.path.join(drawn_published, "world-zig-zag"))
+    assert [c.name for c in cases] == ["world-zig-zag"] and not problems
 
 
 def test_a_drawn_case_reads_the_same_in_both_layouts(drawn_published, pack_cases):
@@ -142,8 +142,8 @@ def test_det_motion_fidelity_equals_the_public_formulas(seed):
         public_eval.motion_fidelity(gen.numpy(), src[:60].numpy(), seed=seed)
 
 
-def test_det_points_are_the_public_grid_inside_the_mask_box(published):
-    mask = np.array(Image.open(os.path.join(published, "dance-twirl", "masks", "dance-twirl", "00000.png")))
+def test_det_points_are_the_public_grid_inside_the_mask_box(drawn_published):
+    mask = np.array(Image.open(os.path.join(drawn_published, "world-zig-zag", "masks", "world-zig-zag", "00000.png")))
     # the public code: box from the mask's non-zero rows / columns, ends exclusive; 50 x 50 grid at 384 x 512
     m = torch.from_numpy(mask).float() / 255
     nz = m.nonzero()
