@@ -33,13 +33,15 @@ from det_tools.host import ComfyServer, find_host_dir  # noqa: E402
 from det_core.video import LoadSettings, load_video  # noqa: E402
 from miniworld import world  # noqa: E402
 from miniworld.experiment import (ARMS, EXPERIMENT_SEEDS, WEIGHTS, Reference, Settings, base_dir,  # noqa: E402
-                                  reference_ceiling, run_case, side_by_side, summarise, write_reference)
+                                  reference_ceiling, run_case, side_by_side, summarise, target_for, write_reference)
 
 QUICK_STEPS = 200
 
 def check_inputs(ns: argparse.Namespace) -> str | None:
     """What is wrong with the command line's prompts and reference files, before any work starts (None: nothing)."""
     for option, caption in (("--prompt", ns.prompt), ("--reference-caption", ns.reference_caption)):
+        if caption is None:  # --prompt left out: each motion's default target
+            continue
         try:  # the stand-in text encoder knows only the world's words
             world.parse_caption(caption)
         except ValueError as e:
@@ -74,24 +76,26 @@ def reference_from_files(base: str, clip: str, tracks: str, caption: str) -> Ref
     return Reference(name, os.path.basename(clip), f"{name}_tracks.npy", arr[: world.FRAMES], caption, frames)
 
 
-def table(runs: list[dict], ceiling: dict | None = None) -> str:
-    """Markdown: motion fidelity per arm and motion (mean ± std over seeds), mean appearance and leak; the last row
-    is the reference itself through the stand-in VAE (what a perfect transfer would score)."""
+def table(runs: list[dict], ceiling: dict | None = None, key: str = "motion_fidelity") -> str:
+    """Markdown: `key` (motion fidelity, or pose fidelity on the object-relative motions) per arm and motion
+    (mean ± std over seeds), mean appearance and leak; the last row is the reference itself through the stand-in
+    VAE (what a perfect transfer would score)."""
+    runs = [r for r in runs if key in r]
     motions = list(dict.fromkeys(r["motion"] for r in runs))
     lines = ["| arm | " + " | ".join(motions) + " | mean | appearance | leak |",
              "|---" * (len(motions) + 4) + "|"]
     for arm in ARMS:
         cells = []
         for m in motions:
-            v = [r["motion_fidelity"] for r in runs if r["arm"] == arm and r["motion"] == m]
+            v = [r[key] for r in runs if r["arm"] == arm and r["motion"] == m]
             cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "-")
         mine = [r for r in runs if r["arm"] == arm]
         if mine:
-            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {np.mean([r['motion_fidelity'] for r in mine]):.3f}"
+            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {np.mean([r[key] for r in mine]):.3f}"
                          f" | {np.mean([r['appearance'] for r in mine]):.0%} | {np.mean([r['leak'] for r in mine]):.0%} |")
     if ceiling and all(m in ceiling for m in motions):
-        lines.append("| reference through the VAE | " + " | ".join(f"{ceiling[m]['motion_fidelity']:.3f}" for m in motions)
-                     + f" | {np.mean([ceiling[m]['motion_fidelity'] for m in motions]):.3f} | "
+        lines.append("| reference through the VAE | " + " | ".join(f"{ceiling[m][key]:.3f}" for m in motions)
+                     + f" | {np.mean([ceiling[m][key] for m in motions]):.3f} | "
                      f"{np.mean([ceiling[m]['appearance'] for m in motions]):.0%} (its own) | - |")
     return "\n".join(lines)
 
@@ -114,7 +118,7 @@ def run_in(ns: argparse.Namespace, base: str) -> dict:
     if ns.reference:  # any clip with MTBench tracks: Load Video (DeT) resizes it and keeps its first frames
         refs = [reference_from_files(base, ns.reference, ns.tracks, ns.reference_caption)]
     else:
-        refs = [write_reference(base, m) for m in motions]
+        refs = [write_reference(base, m, ns.weights) for m in motions]
     runs, t0 = [], time.monotonic()
     with ComfyServer(find_host_dir(), base_dir=base, log_path=os.path.join(out, "comfyui.log")) as server:
         client = ComfyClient(server.url)
@@ -122,7 +126,8 @@ def run_in(ns: argparse.Namespace, base: str) -> dict:
             for seed in seeds:
                 t1 = time.monotonic()
                 save = os.path.join(out, f"{ref.name}_s{seed}") if seed == seeds[0] else None
-                case, frames = run_case(client, ref, ns.prompt, seed, s, tuple(ns.arms), save, ns.timeout)
+                case, frames = run_case(client, ref, target_for(ref.name, ns.prompt), seed, s, tuple(ns.arms), save,
+                                        ns.timeout)
                 runs += case
                 print(f"[mini] {ref.name} seed {seed} ({time.monotonic() - t1:.0f} s): " + ", ".join(
                     f"{r['arm']} {r['motion_fidelity']:.3f} / {r['appearance']:.0%}" for r in case), flush=True)
@@ -130,8 +135,11 @@ def run_in(ns: argparse.Namespace, base: str) -> dict:
                     side_by_side(os.path.join(out, f"{ref.name}_reference_base_det_finetune.mp4"),
                                  [ref.frames, frames["base"], frames["det"], frames["finetune"]])
     # the ceiling needs an object the world's reading understands: drawn references only
-    ceiling = {ref.name: reference_ceiling(ref, ns.weights) for ref in refs if ref.name in world.MOTIONS}
-    return {"settings": asdict(s), "ceiling": ceiling, "prompt": ns.prompt, "motions": [r.name for r in refs], "seeds": seeds,
+    ceiling = {ref.name: reference_ceiling(ref, ns.weights) for ref in refs
+               if ref.name in world.MOTIONS + world.OBJECT_MOTIONS}
+    return {"settings": asdict(s), "ceiling": ceiling, "prompt": ns.prompt, "weights": ns.weights,
+            "targets": {r.name: target_for(r.name, ns.prompt) for r in refs}, "motions": [r.name for r in refs],
+            "seeds": seeds,
             "clip": {"frames": world.FRAMES, "size": world.SIZE}, "seconds": time.monotonic() - t0,
             "runs": runs, "summary": summarise(runs)}
 
@@ -141,12 +149,18 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", required=True, help="where the results go")
     parser.add_argument("--quick", action="store_true", help="one motion (figure-eight), one seed, 200 steps")
-    parser.add_argument("--motions", nargs="+", default=list(world.MOTIONS), choices=list(world.MOTIONS))
+    parser.add_argument("--motions", nargs="+", default=list(world.MOTIONS),
+                        choices=list(world.MOTIONS + world.OBJECT_MOTIONS),
+                        help="global paths (default: all five) and/or object-relative motions "
+                             f"({', '.join(world.OBJECT_MOTIONS)}; these need a base model pretrained with "
+                             "miniworld.train --object-motion, given with --weights)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(EXPERIMENT_SEEDS))
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="change one experiment setting (miniworld.experiment.Settings), e.g. train_steps=300")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--prompt", default="a red disc", help="the target prompt")
+    parser.add_argument("--prompt", default=None,
+                        help="the target prompt (default: 'a red disc' on the global paths, on the object-relative "
+                             "motions one whose motion can be seen: miniworld.experiment.TARGETS)")
     parser.add_argument("--reference", help="a reference clip (any size: Load Video (DeT) resizes it)")
     parser.add_argument("--tracks", help="its MTBench tracks [frames, points, 3] (.npy)")
     parser.add_argument("--reference-caption", default="a blue square", help="caption of --reference")
@@ -164,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     with open(ns.json, "w") as f:
         json.dump(record, f, indent=2)
     print(table(record["runs"], record["ceiling"]))
+    if any("pose_fidelity" in r for r in record["runs"]):
+        print("pose fidelity (the object's own rotation or scale against the reference's):")
+        print(table(record["runs"], record["ceiling"], "pose_fidelity"))
     print(json.dumps(record["summary"], indent=2))
     print(f"[mini] {len(record['runs'])} runs in {record['seconds'] / 60:.1f} min; JSON: {ns.json}")
     return 0

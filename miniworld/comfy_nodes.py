@@ -115,13 +115,17 @@ class MiniWorldReadVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="MiniWorldReadVideo", display_name="MiniWorld Read Video", category="DeT/miniworld",
-                         inputs=[io.Image.Input("images"), io.String.Input("label", default="")],
+                         inputs=[io.Image.Input("images"), io.String.Input("label", default=""),
+                                 io.Boolean.Input("pose", default=False, optional=True,
+                                                  tooltip="Also read rotation, scale and a pendulum's shape (the "
+                                                          "object-relative motions; miniworld.measure)")],
                          outputs=[], is_output_node=True)
 
     @classmethod
-    def execute(cls, images, label):
-        reading = measure.read_video(images[..., :3].cpu().numpy())
+    def execute(cls, images, label, pose=False):
+        reading = measure.read_video(images[..., :3].cpu().numpy(), pose=pose)
         report = {"label": label, "tracks": reading.tracks.tolist(),
+                  "pose": None if reading.pose is None else reading.pose.tolist(),
                   "frames": [{"found": r.found, "colour": r.colour, "shape": r.shape,
                               "centroid": list(r.centroid) if r.found else None} for r in reading.frames]}
         return io.NodeOutput(ui=ui.PreviewText(json.dumps(report)))

@@ -117,13 +117,53 @@ class Reference:
     caption: str = "a blue square"
     frames: np.ndarray | None = None
     """[F, H, W, 3] float 0..1 when drawn here (for the side-by-side video)."""
+    pose: np.ndarray | None = None
+    """Object-relative motions: the reference's own pose [F, 2] (rotation, scale) as `measure.read_video(...,
+    pose=True)` reads it from the clip decoded through the stand-in VAE: generated videos are read the same way
+    and compared with it (`pose_fidelity`)."""
+
+    @property
+    def object_motion(self) -> bool:
+        return self.pose is not None
 
 
-def write_reference(base: str, motion: str) -> Reference:
-    """A blue square along `motion`: clip and exact tracks written into the server's input folder."""
-    scene = world.reference_scene(motion, colour="blue", shape="square")
+TARGETS = {"spin": "a red square", "pulse": "a red disc", "swing": "a red pendulum", "loop_spin": "a red square"}
+"""The target prompt of each object-relative motion: an object whose own motion can be seen (a disc's spin
+cannot; only a pendulum has a bob). The global paths use the benchmark's prompt ("a red disc")."""
+DEFAULT_TARGET = "a red disc"
+
+
+def target_for(motion: str, prompt: str | None = None) -> str:
+    """The target prompt: the one given, else the global paths' "a red disc" or the motion's `TARGETS` entry."""
+    return prompt or TARGETS.get(motion, DEFAULT_TARGET)
+
+
+POSE_PARAMETER = {"spin": 0, "loop_spin": 0, "swing": 0, "pulse": 1}
+"""Which pose column carries each object-relative motion: rotation (a pendulum's swing reads as a rotation of the
+whole mask) or scale."""
+
+
+def decoded(frames: np.ndarray, weights: str = WEIGHTS) -> np.ndarray:
+    """A clip [F, H, W, 3] encoded and decoded by the stand-in VAE (what a perfect transfer could give)."""
+    import torch
+
+    from .codec import load_vae
+
+    vae = load_vae(os.path.join(weights, VAE_FILE))
+    x = torch.from_numpy(np.asarray(frames, dtype=np.float32))[: world.FRAMES]
+    with torch.no_grad():
+        return vae.decode(vae.encode(x.permute(3, 0, 1, 2)[None]))[0].permute(1, 2, 3, 0).numpy()
+
+
+def write_reference(base: str, motion: str, weights: str = WEIGHTS) -> Reference:
+    """A blue object along `motion` (a square on the global paths, `world.MOTION_SHAPE` on the object-relative
+    motions): clip and exact tracks written into the server's input folder."""
+    from .measure import read_video
+
+    scene = world.reference_scene(motion, colour="blue")
     frames, tracks = world.render(scene), world.object_tracks(scene)
-    ref = Reference(motion, f"mini_{motion}.mp4", f"mini_{motion}_tracks.npy", tracks, scene.caption, frames)
+    pose = read_video(decoded(frames, weights), pose=True).pose if motion in world.OBJECT_MOTIONS else None
+    ref = Reference(motion, f"mini_{motion}.mp4", f"mini_{motion}_tracks.npy", tracks, scene.caption, frames, pose)
     write_video(frames, os.path.join(base, "input", ref.clip), fps=world.FPS)
     np.save(os.path.join(base, "input", ref.track_file), tracks)
     return ref
@@ -180,7 +220,7 @@ def experiment_prompt(ref: Reference, target: str, seed: int, s: Settings, tag: 
         p["sample_finetune"] = node("KSampler", model=["finetune", 0], **ksampler)
     for arm in arms:
         p[f"decode_{arm}"] = node("MiniWorldVAEDecode", vae_name=VAE_FILE, samples=[f"sample_{arm}", 0])
-        p[f"read_{arm}"] = node("MiniWorldReadVideo", images=[f"decode_{arm}", 0], label=arm)
+        p[f"read_{arm}"] = node("MiniWorldReadVideo", images=[f"decode_{arm}", 0], label=arm, pose=ref.object_motion)
         if save_frames:
             p[f"save_{arm}"] = node("SaveImage", images=[f"decode_{arm}", 0], filename_prefix=f"{tag}/{arm}")
     return p
@@ -197,8 +237,8 @@ def run_case(client, ref: Reference, target: str, seed: int, s: Settings, arms: 
     runs = []
     for arm in arms:
         report = json.loads(result.outputs[f"read_{arm}"]["text"][0])
-        runs.append({"arm": arm, "motion": ref.name, "seed": seed,
-                     **score(report, ref.tracks, target_obj, ref_obj)})
+        runs.append({"arm": arm, "motion": ref.name, "seed": seed, "target": target,
+                     **score(report, ref.tracks, target_obj, ref_obj, ref)})
     frames = {}
     if save_dir is not None:
         files = client.download_outputs(result, save_dir)
@@ -212,32 +252,46 @@ def reference_ceiling(ref: Reference, weights: str = WEIGHTS) -> dict:
     """The reference clip itself through the stand-in VAE (encode, decode) and the same reading and scores: what a
     perfect transfer of its motion would score here (in plain Python; the clip as drawn, or as decoded from its
     file)."""
-    import torch
-
-    from .codec import load_vae
     from .measure import read_video
 
-    vae = load_vae(os.path.join(weights, VAE_FILE))
-    frames = torch.from_numpy(np.asarray(ref.frames, dtype=np.float32))[: world.FRAMES]
-    with torch.no_grad():
-        decoded = vae.decode(vae.encode(frames.permute(3, 0, 1, 2)[None]))[0].permute(1, 2, 3, 0).numpy()
-    reading = read_video(decoded)
-    report = {"tracks": reading.tracks.tolist(),
+    reading = read_video(decoded(ref.frames, weights), pose=ref.object_motion)
+    report = {"tracks": reading.tracks.tolist(), "pose": None if reading.pose is None else reading.pose.tolist(),
               "frames": [{"found": r.found, "colour": r.colour, "shape": r.shape} for r in reading.frames]}
     obj = world.parse_caption(ref.caption)
-    return score(report, ref.tracks, obj, obj)
+    return score(report, ref.tracks, obj, obj, ref)
 
 
-def score(report: dict, reference_tracks: np.ndarray, target: tuple[str, str], reference: tuple[str, str]) -> dict:
+def pose_fidelity(generated: np.ndarray, reference: np.ndarray, column: int) -> float:
+    """How closely the generated object's own motion follows the reference's, from 0 (no better than standing
+    still) to 1 (the same): 1 - sum_t |p_gen(t) - p_ref(t)| / sum_t |p_ref(t) - p_ref(0)|, clipped at 0, where p is
+    the rotation (radians) or the log of the scale relative to the first frame, both read the same way from
+    decoded frames. Needed because MTBench's motion fidelity barely sees motion in place: it scores each
+    generated track against its best-matching reference track, so a swinging pendulum's still body points match
+    anything still (still tracks score 0.98 against the swing) and a spinning triangle's orbiting centroid
+    matches some point on it."""
+    gen = np.asarray(generated, dtype=np.float64)[:, column]
+    ref = np.asarray(reference, dtype=np.float64)[:, column]
+    if column == 1:
+        gen, ref = np.log(gen), np.log(ref)
+    g, r = gen - gen[0], ref - ref[0]
+    travel = np.abs(r).sum()
+    return float(max(0.0, 1.0 - np.abs(g - r).sum() / max(travel, 1e-9)))
+
+
+def score(report: dict, reference_tracks: np.ndarray, target: tuple[str, str], reference: tuple[str, str],
+          ref: Reference | None = None) -> dict:
     gen = np.asarray(report["tracks"], dtype=np.float64)  # F N 3
     mf = motion_fidelity(gen[..., :2].transpose(1, 0, 2), reference_tracks[..., :2].transpose(1, 0, 2))
     frames = report["frames"]
     hit = [f["found"] and f["colour"] == target[0] and f["shape"] == target[1] for f in frames]
     colour = [f["found"] and f["colour"] == target[0] for f in frames]
     leak = [f["found"] and f["colour"] == reference[0] for f in frames]
-    return {"motion_fidelity": mf["hybrid"], "local": mf["local"], "global": mf["global"],
-            "appearance": float(np.mean(hit)), "target_colour": float(np.mean(colour)), "leak": float(np.mean(leak)),
-            "found": float(np.mean([f["found"] for f in frames]))}
+    out = {"motion_fidelity": mf["hybrid"], "local": mf["local"], "global": mf["global"],
+           "appearance": float(np.mean(hit)), "target_colour": float(np.mean(colour)), "leak": float(np.mean(leak)),
+           "found": float(np.mean([f["found"] for f in frames]))}
+    if ref is not None and ref.object_motion:
+        out["pose_fidelity"] = pose_fidelity(report["pose"], ref.pose, POSE_PARAMETER[ref.name])
+    return out
 
 
 def load_frames(files: list[str], arm: str) -> np.ndarray | None:
@@ -267,6 +321,9 @@ def summarise(runs: list[dict]) -> dict:
         if mine:
             out[arm] = {k: float(np.mean([r[k] for r in mine]))
                         for k in ("motion_fidelity", "local", "global", "appearance", "target_colour", "leak", "found")}
+            posed = [r["pose_fidelity"] for r in mine if "pose_fidelity" in r]
+            if posed:
+                out[arm]["pose_fidelity"] = float(np.mean(posed))
             out[arm]["motion_fidelity_std_over_seeds"] = float(np.mean([
                 np.std([r["motion_fidelity"] for r in mine if r["motion"] == m]) for m in {r["motion"] for r in mine}]))
     return out

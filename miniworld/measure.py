@@ -15,6 +15,18 @@ Per frame [H, W, 3] (0..1):
 5. tracks: the objects only translate, so points on the object follow its centroid: a grid of up to 16 pixels
    inside the first found mask, moved by the centroid's displacement on each frame. Frames without an object
    keep the last position and are marked not visible.
+
+For the object-relative motions (spin, pulse, swing) `read_video(..., pose=True)` reads more:
+- shape, independent of rotation: a mask that falls into two parts of at least `min_area` / 2 pixels each after
+  an opening with a disc of radius 3 px (the rod goes) is a pendulum; otherwise the fill ratio is taken against the
+  smallest bounding box over rotations (5 degree steps), so a square turned 45 degrees still reads as a square;
+- the object's pose on each frame relative to its first found frame, as the similarity that maps the first mask
+  onto this one: translation from the centroids, scale from the square root of the area ratio, rotation by search
+  (the angle, in 3 degree steps refined to 1 degree, whose warped first mask overlaps this frame's mask best, with
+  a small preference for the previous frame's angle so that a square's four equal answers and a disc's any answer
+  stay continuous); the tracks are the first mask's points moved by that similarity. A pendulum's swing reads as
+  a rotation of the whole mask about its centroid: its body is a disc, so only the bob's turn shows, about the
+  centroid instead of the pivot (the reference clip read this way against its exact tracks says what that costs).
 """
 
 from __future__ import annotations
@@ -41,7 +53,26 @@ class FrameReading:
     mask: np.ndarray | None = None
 
 
-def read_frame(frame: np.ndarray, threshold: float = 0.25, min_area: int = 20) -> FrameReading:
+def _min_box_fill(xs: np.ndarray, ys: np.ndarray, area: int) -> float:
+    """area / the smallest bounding-box area over rotations in 5 degree steps (0-85)."""
+    x, y = xs - xs.mean(), ys - ys.mean()
+    best = np.inf
+    for a in np.deg2rad(np.arange(0, 90, 5)):
+        u, v = x * np.cos(a) + y * np.sin(a), -x * np.sin(a) + y * np.cos(a)
+        best = min(best, (u.max() - u.min() + 1) * (v.max() - v.min() + 1))
+    return area / float(best)
+
+
+def _two_parts(mask: np.ndarray, min_area: int) -> bool:
+    disc = np.hypot(*np.mgrid[-3:4, -3:4]) <= 3.0
+    opened = ndimage.binary_opening(mask, structure=disc)
+    labels, n = ndimage.label(opened, structure=np.ones((3, 3)))
+    sizes = ndimage.sum_labels(np.ones(mask.shape), labels, index=np.arange(1, n + 1)) if n else []
+    return int(np.sum(np.asarray(sizes) >= min_area / 2)) >= 2
+
+
+def read_frame(frame: np.ndarray, threshold: float = 0.25, min_area: int = 20,
+               rotation_invariant: bool = False) -> FrameReading:
     frame = np.asarray(frame, dtype=np.float64)
     border = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]])
     bg = np.median(border, axis=0)
@@ -59,7 +90,12 @@ def read_frame(frame: np.ndarray, threshold: float = 0.25, min_area: int = 20) -
     core = mask & (diff > 0.4)
     mean = frame[core if core.any() else mask].mean(axis=0)
     colour = min(COLOURS, key=lambda c: float(np.sum((np.array(COLOURS[c]) - mean) ** 2)))
-    fill = area / float((xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1))
+    if rotation_invariant:
+        if _two_parts(mask, min_area):
+            return FrameReading(True, (float(xs.mean()), float(ys.mean())), colour, "pendulum", area, mask)
+        fill = _min_box_fill(xs, ys, area)
+    else:
+        fill = area / float((xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1))
     shape = "square" if fill > SQUARE_FILL else "disc" if fill > DISC_FILL else "triangle"
     return FrameReading(True, (float(xs.mean()), float(ys.mean())), colour, shape, area, mask)
 
@@ -69,6 +105,9 @@ class VideoReading:
     frames: list[FrameReading]
     tracks: np.ndarray
     """MTBench layout [F, N, 3]: x/W, y/H, visibility."""
+    pose: np.ndarray | None = None
+    """`pose=True` only: [F, 2] rotation (radians, clockwise, continuous across frames) and scale of the object
+    relative to its first found frame; frames without an object hold the last values."""
 
     def appearance(self, colour: str, shape: str) -> float:
         """Fraction of frames whose object has this colour and shape."""
@@ -78,23 +117,63 @@ class VideoReading:
         return float(np.mean([r.found and r.colour == colour for r in self.frames]))
 
 
-def read_video(frames: np.ndarray, points: int = 16) -> VideoReading:
-    """Frames [F, H, W, 3] -> per-frame readings and the object's tracks."""
+def _rotation(first: FrameReading, now: FrameReading, scale: float, previous: float) -> float:
+    """The angle (radians, clockwise on screen) whose rotation of the first mask about its centroid, scaled and
+    moved onto this frame's centroid, overlaps this frame's mask best (see the module doc)."""
+    h, w = now.mask.shape
+    ys, xs = np.nonzero(now.mask)
+    pad = 4
+    y0, y1, x0, x1 = max(ys.min() - pad, 0), min(ys.max() + pad + 1, h), max(xs.min() - pad, 0), min(xs.max() + pad + 1, w)
+    gy, gx = np.mgrid[y0:y1, x0:x1]
+    target = now.mask[y0:y1, x0:x1].ravel()
+    dx, dy = (gx - now.centroid[0]).ravel() / scale, (gy - now.centroid[1]).ravel() / scale
+
+    def overlap(angles: np.ndarray) -> np.ndarray:
+        c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
+        # pixel -> the first frame: undo the rotation (R(-a)) about the centroids
+        fx = np.round(first.centroid[0] + c * dx + s * dy).astype(int)
+        fy = np.round(first.centroid[1] - s * dx + c * dy).astype(int)
+        inside = (fx >= 0) & (fx < w) & (fy >= 0) & (fy < h)
+        hit = np.zeros(fx.shape, dtype=bool)
+        hit[inside] = first.mask[fy[inside], fx[inside]]
+        inter = (hit & target).sum(-1)
+        return inter / np.maximum((hit | target).sum(-1), 1)
+
+    def pick(angles: np.ndarray) -> float:
+        turn = np.abs((angles - previous + np.pi) % (2 * np.pi) - np.pi)
+        return float(angles[np.argmax(overlap(angles) - 0.02 * turn / np.pi)])
+
+    coarse = pick(np.deg2rad(np.arange(0, 360, 3)))
+    return pick(coarse + np.deg2rad(np.arange(-3, 4)))
+
+
+def read_video(frames: np.ndarray, points: int = 16, pose: bool = False) -> VideoReading:
+    """Frames [F, H, W, 3] -> per-frame readings and the object's tracks (`pose`: the object-relative reading of
+    the module doc: rotation-invariant shapes, tracks moved by each frame's similarity to the first)."""
     frames = np.asarray(frames)
     f, h, w = frames.shape[:3]
-    readings = [read_frame(fr) for fr in frames]
+    readings = [read_frame(fr, rotation_invariant=pose) for fr in frames]
     first = next((r for r in readings if r.found), None)
     if first is None:  # nothing anywhere: one still, invisible track in the middle
         tracks = np.zeros((f, 1, 3), dtype=np.float32)
         tracks[..., 0], tracks[..., 1] = 0.5, 0.5
-        return VideoReading(readings, tracks)
+        return VideoReading(readings, tracks, np.tile([0.0, 1.0], (f, 1)) if pose else None)
     ys, xs = np.nonzero(first.mask)
     pick = np.linspace(0, len(xs) - 1, min(points, len(xs))).round().astype(int)
     offsets = np.stack([xs[pick], ys[pick]], axis=-1) - np.array(first.centroid)  # N 2
     pos, out = np.array(first.centroid), np.zeros((f, len(pick), 3))
+    angle, scale = 0.0, 1.0
+    poses = np.zeros((f, 2))
     for t, r in enumerate(readings):
         if r.found:
             pos = np.array(r.centroid)
-        out[t, :, :2] = (pos + offsets) / np.array([w, h])
+            if pose:
+                scale = float(np.sqrt(r.area / first.area))
+                turned = _rotation(first, r, scale, angle)
+                angle += (turned - angle + np.pi) % (2 * np.pi) - np.pi  # continuous across frames
+        c, s = np.cos(angle), np.sin(angle)
+        moved = scale * np.stack([c * offsets[:, 0] - s * offsets[:, 1], s * offsets[:, 0] + c * offsets[:, 1]], -1)
+        out[t, :, :2] = (pos + moved) / np.array([w, h])
         out[t, :, 2] = float(r.found)
-    return VideoReading(readings, out.astype(np.float32))
+        poses[t] = angle, scale
+    return VideoReading(readings, out.astype(np.float32), poses if pose else None)

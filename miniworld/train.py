@@ -65,14 +65,15 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train_vae(steps: int, seed: int, batch_size: int = 8, log=print) -> tuple[MiniVAE, dict]:
+def train_vae(steps: int, seed: int, batch_size: int = 8, log=print, object_motion: bool = False
+              ) -> tuple[MiniVAE, dict]:
     torch.manual_seed(seed)
     vae = MiniVAE()
     opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
     rng = np.random.default_rng(seed)
     t0, losses = time.monotonic(), []
     for step in range(steps):
-        x, alpha, _ = batch(rng, batch_size)
+        x, alpha, _ = batch(rng, batch_size, object_motion)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, 2e-3, 50)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -91,11 +92,13 @@ def train_vae(steps: int, seed: int, batch_size: int = 8, log=print) -> tuple[Mi
     vae.eval().requires_grad_(False)
     held = np.random.default_rng(seed + 10_000)
     with torch.no_grad():
-        zs = torch.cat([vae.encode_raw(batch(held, 8)[0]) for _ in range(8)])
+        zs = torch.cat([vae.encode_raw(batch(held, 8, object_motion)[0]) for _ in range(8)])
         vae.shift.copy_(zs.mean(dim=(0, 2, 3, 4)))
         vae.scale.copy_(zs.std(dim=(0, 2, 3, 4)).clamp_min(1e-3))
-        errors = [float((vae.decode(vae.encode(x)) - x).abs().mean()) for x, _, _ in (batch(held, 8) for _ in range(4))]
-    stats = {"steps": steps, "seconds": time.monotonic() - t0, "final_loss": float(np.mean(losses[-100:])),
+        errors = [float((vae.decode(vae.encode(x)) - x).abs().mean())
+                  for x, _, _ in (batch(held, 8, object_motion) for _ in range(4))]
+    stats = {"steps": steps, "object_motion": object_motion, "seconds": time.monotonic() - t0,
+             "final_loss": float(np.mean(losses[-100:])),
              "reconstruction_mae": float(np.mean(errors))}
     log(f"[miniworld] VAE done: mean absolute reconstruction error {stats['reconstruction_mae']:.4f} (0..1 scale)")
     return vae, stats
@@ -197,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="double-stream blocks (the committed model: 2; other sizes are for experiments)")
     parser.add_argument("--single-depth", type=int, default=CONFIG["depth_single_blocks"], help="single-stream blocks")
     parser.add_argument("--object-motion", action="store_true",
-                        help="pretrain on clips with the object-relative motion kinds too (spin, pulse, a swinging "
-                             "pendulum; see miniworld.world.random_scene); the committed model was trained without")
+                        help="train the VAE and the model on clips with the object-relative motion kinds too (spin, "
+                             "pulse, a swinging pendulum; see miniworld.world.random_scene); the committed weights "
+                             "were trained without")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--comfyui", default=None, help="ComfyUI folder (default: COMFYUI_DIR or .comfyui-path)")
     ns = parser.parse_args(argv)
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.reuse_vae:
             vae, vae_stats = load_vae(vae_path), {"reused": VAE_FILE}
         else:
-            vae, vae_stats = train_vae(ns.vae_steps, ns.seed)
+            vae, vae_stats = train_vae(ns.vae_steps, ns.seed, object_motion=ns.object_motion)
             save_vae(vae, vae_path)
         model, model_stats = train_dit(vae, ns.model_steps, ns.seed, save_every=500, config=config,
                                        save=lambda m: save_model(m, model_path, config), object_weight=ns.object_weight,

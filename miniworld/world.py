@@ -249,7 +249,7 @@ def reference_scene(motion: str, colour: str = "blue", shape: str | None = None,
 # ----------------------------------------------------------------------------------------------------------------
 # drawing
 # ----------------------------------------------------------------------------------------------------------------
-PENDULUM = dict(body=0.65, rod=1.1, bob=0.5, width=0.12)
+PENDULUM = dict(body=0.65, rod=1.3, bob=0.55, width=0.14)
 """A pendulum in half-sizes: body disc radius, pivot-to-bob distance from the body's bottom, bob radius, rod
 half-width."""
 PENDULUM_REACH = PENDULUM["body"] + PENDULUM["rod"] + PENDULUM["bob"]

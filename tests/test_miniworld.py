@@ -111,6 +111,41 @@ def test_the_pendulum_caption_leaves_the_committed_vectors_alone():
                                rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("motion", world.OBJECT_MOTIONS)
+def test_pose_reading_recovers_rotation_scale_and_shape_of_drawn_clips(motion):
+    scene = world.reference_scene(motion)
+    reading = measure.read_video(world.render(scene), pose=True)
+    assert reading.appearance(scene.colour, scene.shape) == 1.0  # a turned square or triangle keeps its name
+    angle, scale, swing = scene.per_frame()
+    np.testing.assert_allclose(reading.pose[:, 1], scale / scale[0], atol=0.06)
+    if motion != "swing":
+        np.testing.assert_allclose(reading.pose[:, 0], angle - angle[0], atol=0.05)  # radians, continuous
+    else:  # the whole mask turns about its centroid against the bob's swing about the pivot
+        assert np.corrcoef(reading.pose[:, 0], swing)[0, 1] < -0.95
+    # the tracks' spread about their centre changes with the pose (not a translation of the first frame's points)
+    spread = reading.tracks[..., :2] - reading.tracks[..., :2].mean(axis=1, keepdims=True)
+    assert np.abs(spread - spread[:1]).max() * world.SIZE > 2.5
+
+
+def test_pose_fidelity_is_one_for_the_same_motion_and_zero_for_standing_still():
+    from det_core.metrics import motion_fidelity
+    from miniworld.experiment import POSE_PARAMETER, pose_fidelity
+
+    for motion in world.OBJECT_MOTIONS:
+        scene = world.reference_scene(motion)
+        pose = measure.read_video(world.render(scene), pose=True).pose
+        column = POSE_PARAMETER[motion]
+        still = np.tile([0.0, 1.0], (len(pose), 1))
+        assert pose_fidelity(pose, pose, column) == 1.0 and pose_fidelity(still, pose, column) == 0.0
+        half = pose.copy()
+        half[:, column] = pose[:, column] / 2 if column == 0 else np.sqrt(pose[:, column])
+        assert 0.4 < pose_fidelity(half, pose, column) < 0.6  # half the rotation, or half the log-scale
+    # why it is needed: MTBench's motion fidelity scores tracks that stand still almost as high as the swing itself
+    exact = world.object_tracks(world.reference_scene("swing"))[..., :2].astype(np.float64)
+    still = np.repeat(exact[:1], len(exact), axis=0)
+    assert motion_fidelity(still.transpose(1, 0, 2), exact.transpose(1, 0, 2))["hybrid"] > 0.95
+
+
 def test_random_paths_bounce_inside_the_frame():
     rng = np.random.default_rng(0)
     for _ in range(50):
