@@ -214,6 +214,7 @@ def random_scene(rng: np.random.Generator, frames: int = FRAMES, size: int = SIZ
     half = rng.uniform(*SIZE_RANGE) * size
     angle, scale, swing = random_object_motion(rng, shape, frames)
     reach = extent(shape, 1.0 if scale is None else float(scale.max()), angle is not None)
+    half = min(half, 0.4 * size / reach)  # a large swinging or pulsing object is drawn smaller, to fit the frame
     path = random_path(rng, frames, size, half * reach)
     if rng.random() < 0.3:
         path = path[0] + (path - path[0]) / 6.0

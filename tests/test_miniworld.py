@@ -89,6 +89,8 @@ def test_random_scenes_with_object_motion_draw_every_kind_and_stay_inside():
     assert {s.shape for s in scenes} == set(world.ALL_SHAPES)
     kinds = np.mean([[s.angle is not None, s.scale is not None, s.swing is not None] for s in scenes], axis=0)
     assert 0.3 < kinds[0] < 0.5 and 0.25 < kinds[1] < 0.45 and 0.1 < kinds[2] < 0.3, kinds
+    for _ in range(3000):  # every draw fits the frame (a large pendulum that also pulses is drawn smaller)
+        world.random_scene(rng, object_motion=True)
     for s in scenes[:40]:
         alpha = world.render_with_alpha(s)[1].numpy()
         assert alpha[:, [0, -1]].max() < 0.5 and alpha[:, :, [0, -1]].max() < 0.5
