@@ -46,6 +46,8 @@ def check_inputs(ns: argparse.Namespace) -> str | None:
             world.parse_caption(caption)
         except ValueError as e:
             return f"{option}: {e}"
+    if ns.own_caption and ns.prompt:
+        return "--own-caption and --prompt exclude each other"
     if bool(ns.reference) != bool(ns.tracks):
         return "--reference and --tracks go together"
     if not ns.reference:
@@ -100,6 +102,11 @@ def table(runs: list[dict], ceiling: dict | None = None, key: str = "motion_fide
     return "\n".join(lines)
 
 
+def target(ns: argparse.Namespace, ref: Reference) -> str:
+    """The target prompt of one reference: its own caption (--own-caption), --prompt, or the motion's default."""
+    return ref.caption if ns.own_caption else target_for(ref.name, ns.prompt)
+
+
 def run(ns: argparse.Namespace) -> dict:
     with base_dir(ns.base_dir, ns.weights) as base:
         return run_in(ns, base)
@@ -126,8 +133,7 @@ def run_in(ns: argparse.Namespace, base: str) -> dict:
             for seed in seeds:
                 t1 = time.monotonic()
                 save = os.path.join(out, f"{ref.name}_s{seed}") if seed == seeds[0] else None
-                case, frames = run_case(client, ref, target_for(ref.name, ns.prompt), seed, s, tuple(ns.arms), save,
-                                        ns.timeout)
+                case, frames = run_case(client, ref, target(ns, ref), seed, s, tuple(ns.arms), save, ns.timeout)
                 runs += case
                 print(f"[mini] {ref.name} seed {seed} ({time.monotonic() - t1:.0f} s): " + ", ".join(
                     f"{r['arm']} {r['motion_fidelity']:.3f} / {r['appearance']:.0%}" for r in case), flush=True)
@@ -138,7 +144,8 @@ def run_in(ns: argparse.Namespace, base: str) -> dict:
     ceiling = {ref.name: reference_ceiling(ref, ns.weights) for ref in refs
                if ref.name in world.MOTIONS + world.OBJECT_MOTIONS}
     return {"settings": asdict(s), "ceiling": ceiling, "prompt": ns.prompt, "weights": ns.weights,
-            "targets": {r.name: target_for(r.name, ns.prompt) for r in refs}, "motions": [r.name for r in refs],
+            "own_caption": ns.own_caption, "targets": {r.name: target(ns, r) for r in refs},
+            "motions": [r.name for r in refs],
             "seeds": seeds,
             "clip": {"frames": world.FRAMES, "size": world.SIZE}, "seconds": time.monotonic() - t0,
             "runs": runs, "summary": summarise(runs)}
@@ -161,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", default=None,
                         help="the target prompt (default: 'a red disc' on the global paths, on the object-relative "
                              "motions one whose motion can be seen: miniworld.experiment.TARGETS)")
+    parser.add_argument("--own-caption", action="store_true",
+                        help="sample each reference with its own caption (nothing to decouple: can the arm fit the "
+                             "reference's motion at all?)")
     parser.add_argument("--reference", help="a reference clip (any size: Load Video (DeT) resizes it)")
     parser.add_argument("--tracks", help="its MTBench tracks [frames, points, 3] (.npy)")
     parser.add_argument("--reference-caption", default="a blue square", help="caption of --reference")

@@ -148,6 +148,7 @@ def test_bad_reference_inputs_are_refused_before_any_work(tmp_path):
         (np.full((33, 4, 3), np.nan, np.float32), [], "finite"),
         (np.zeros((33, 4, 3), np.float32), ["--prompt", "a purple disc"], "--prompt: colour 'purple' is not one of red"),
         (np.zeros((33, 4, 3), np.float32), ["--reference-caption", "a dancer"], "--reference-caption: caption 'a dancer': write 'a <colour> <shape>'"),
+        (np.zeros((33, 4, 3), np.float32), ["--own-caption", "--prompt", "a red disc"], "--own-caption and --prompt exclude each other"),
     ]
     for i, (arr, extra, phrase) in enumerate(cases):
         np.save(tmp_path / f"t{i}.npy", arr)
