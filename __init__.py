@@ -10,7 +10,7 @@ import os
 
 # The pack's model folders under ComfyUI's models/ and the files each accepts.
 MODEL_FOLDERS: dict[str, set[str]] = {
-    "det_adapters": {".safetensors"},
+    "det_adapters": {".safetensors", ".pth"},   # .pth: the DeT authors' motion_embedding.pth, converted on load
     "cotracker": {".pth", ".pt", ".safetensors"},
     "grounding-dino": set(),   # Hugging Face format folders
     "sams": {".pth", ".safetensors"},

@@ -8,6 +8,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..det_core.adapter import DeTAdapter
+from ..det_core.authors_format import read_authors_file
 from .common import (ADAPTER_FOLDER, DetAdapterType, adapter_files, adapter_output_path, applied_blocks, attach,
                      check_finite, not_a_file_name, video_transformer)
 
@@ -35,9 +36,11 @@ class DeTLoadAdapter(io.ComfyNode):
             node_id="DeTLoadAdapter",
             display_name="Load DeT Adapter",
             category="DeT",
-            description="Loads a trained DeT adapter from models/det_adapters/.",
-            inputs=[io.Combo.Input("adapter_name", options=adapter_files(),
-                                   tooltip="A .safetensors file in models/det_adapters/.")],
+            description="Loads a trained DeT adapter from models/det_adapters/: the pack's .safetensors, or the DeT "
+                        "authors' motion_embedding.pth (converted on load: C, m and k from the shapes, the model "
+                        "from the key names and the width).",
+            inputs=[io.Combo.Input("adapter_name", options=adapter_files(authors=True),
+                                   tooltip="A .safetensors adapter, or an authors' .pth, in models/det_adapters/.")],
             outputs=[DetAdapterType.Output(display_name="adapter"), io.String.Output(display_name="info")],
         )
 
@@ -57,8 +60,13 @@ class DeTLoadAdapter(io.ComfyNode):
 
     @classmethod
     def execute(cls, adapter_name):
-        adapter = DeTAdapter.load(folder_paths.get_full_path_or_raise(ADAPTER_FOLDER, adapter_name))
-        return io.NodeOutput(adapter, adapter.describe())
+        path = folder_paths.get_full_path_or_raise(ADAPTER_FOLDER, adapter_name)
+        if path.endswith(".safetensors"):
+            adapter = DeTAdapter.load(path)
+            return io.NodeOutput(adapter, adapter.describe())
+        adapter = read_authors_file(path)
+        return io.NodeOutput(adapter, f"{adapter.describe()}; converted from the DeT authors' file {adapter_name} "
+                                      f"(save it with Save DeT Adapter to keep the pack's format)")
 
 
 class DeTSaveAdapter(io.ComfyNode):

@@ -123,8 +123,10 @@ def applied_blocks(arch: Arch, adapter: DeTAdapter, double_spec: str, single_spe
     return {kind: [i for i in chosen.get(kind, []) if (kind, i) in kept] for kind in arch.kinds}
 
 
-def adapter_files() -> list[str]:
-    return folder_paths.get_filename_list(ADAPTER_FOLDER)
+def adapter_files(authors: bool = False) -> list[str]:
+    """The pack's adapters (.safetensors) in models/det_adapters/; with `authors`, also the DeT authors' .pth files
+    (Load DeT Adapter converts them)."""
+    return [f for f in folder_paths.get_filename_list(ADAPTER_FOLDER) if authors or f.endswith(".safetensors")]
 
 
 MAX_NAME = 120

@@ -164,6 +164,9 @@ class DeTTrainAdapter(io.ComfyNode):
             return wrong
         if resume_from != "none" and folder_paths.get_full_path(ADAPTER_FOLDER, resume_from) is None:
             return f"adapter to resume not found: {resume_from}; put it in models/{ADAPTER_FOLDER}/ or choose none"
+        if resume_from != "none" and not resume_from.endswith(".safetensors"):
+            return (f"resume_from={resume_from!r} is not a pack adapter (.safetensors): to continue an authors' .pth, "
+                    f"load it with Load DeT Adapter, save it with Save DeT Adapter and resume from that")
         if memory not in ("auto", "manual"):
             return f"memory={memory!r}: choose auto or manual"
         if not isinstance(vram_budget_gib, (int, float)) or not math.isfinite(vram_budget_gib) or vram_budget_gib < 0:
