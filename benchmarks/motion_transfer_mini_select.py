@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
               "seconds": time.monotonic() - t0, "candidates": results, "picks": picks}
     with open(ns.json, "w") as f:
         json.dump(record, f, indent=2)
-    print("| arm | settings | score | motion fidelity | found | target appearance | leak |\n|---|---|---|---|---|---|---|")
+    print("| arm | settings | score | motion fidelity | found | target appearance | leak |\n" + "|---" * 7 + "|")
     for r in results:
         m = r["means"]
         print(f"| {r['arm']} | {r['changes']} | {m['score']:.3f} | {m['motion_fidelity']:.3f} | {m['found']:.0%} | "

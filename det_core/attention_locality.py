@@ -195,7 +195,8 @@ def summary(report: dict) -> str:
     mean = float(np.mean(local))
     return (f"attention on the same position in nearby frames (|dt| <= 1): mean {mean:.3f} over {len(calls)} "
             f"blocks ({mean / uni['local']:.0f}x uniform {uni['local']:.4f}); most local {best['block']} "
-            f"{best['local']:.3f}, least {worst['block']} {worst['local']:.3f}; same frame {np.mean([c['same_frame'] for c in calls]):.3f} "
+            f"{best['local']:.3f}, least {worst['block']} {worst['local']:.3f}; same frame "
+            f"{np.mean([c['same_frame'] for c in calls]):.3f} "
             f"(uniform {uni['same_frame']:.3f}). DeT's temporal convolution matches attention concentrated on the "
             f"same position in nearby frames; blocks far from that are where it fits least.")
 

@@ -123,7 +123,8 @@ def _rotation(first: FrameReading, now: FrameReading, scale: float, previous: fl
     h, w = now.mask.shape
     ys, xs = np.nonzero(now.mask)
     pad = 4
-    y0, y1, x0, x1 = max(ys.min() - pad, 0), min(ys.max() + pad + 1, h), max(xs.min() - pad, 0), min(xs.max() + pad + 1, w)
+    y0, y1 = max(ys.min() - pad, 0), min(ys.max() + pad + 1, h)
+    x0, x1 = max(xs.min() - pad, 0), min(xs.max() + pad + 1, w)
     gy, gx = np.mgrid[y0:y1, x0:x1]
     target = now.mask[y0:y1, x0:x1].ravel()
     dx, dy = (gx - now.centroid[0]).ravel() / scale, (gy - now.centroid[1]).ravel() / scale

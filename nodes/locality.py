@@ -33,7 +33,8 @@ def parse_sigmas(text: str) -> list[float]:
         raise ValueError(f"sigmas={text!r}: must be text such as '0.9, 0.6, 0.3'")
     parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
     if not parts or len(parts) > MAX_SIGMAS:
-        raise ValueError(f"sigmas={text!r}: give 1 to {MAX_SIGMAS} noise levels separated by commas, e.g. '0.9, 0.6, 0.3'")
+        raise ValueError(f"sigmas={text!r}: give 1 to {MAX_SIGMAS} noise levels separated by commas, "
+                         f"e.g. '0.9, 0.6, 0.3'")
     out = []
     for p in parts:
         try:

@@ -209,8 +209,10 @@ def test_hunyuan_video_15_hooks_on_diffusers_model():
     def run(t=3, h=4, w=6):
         with torch.no_grad():
             return model(hidden_states=torch.randn(1, 65, t, h, w, generator=torch.Generator().manual_seed(1)),
-                         timestep=torch.tensor([500.0]), encoder_hidden_states=torch.randn(1, 5, 32, generator=g.manual_seed(2)),
-                         encoder_attention_mask=torch.ones(1, 5), encoder_hidden_states_2=torch.randn(1, 4, 32, generator=g.manual_seed(3)),
+                         timestep=torch.tensor([500.0]),
+                         encoder_hidden_states=torch.randn(1, 5, 32, generator=g.manual_seed(2)),
+                         encoder_attention_mask=torch.ones(1, 5),
+                         encoder_hidden_states_2=torch.randn(1, 4, 32, generator=g.manual_seed(3)),
                          encoder_attention_mask_2=torch.ones(1, 4),
                          image_embeds=torch.zeros(1, 3, 64), return_dict=False)[0]
 
