@@ -22,9 +22,9 @@ For the object-relative motions (spin, pulse, swing) `read_video(..., pose=True)
   smallest bounding box over rotations (5 degree steps), so a square turned 45 degrees still reads as a square;
 - the object's pose on each frame relative to its first found frame, as the similarity that maps the first mask
   onto this one: translation from the centroids, scale from the square root of the area ratio, rotation by search
-  (the angle, in 3 degree steps refined to 1 degree, whose warped first mask overlaps this frame's mask best, with
-  a small preference for the previous frame's angle so that a square's four equal answers and a disc's any answer
-  stay continuous); the tracks are the first mask's points moved by that similarity. A pendulum's swing reads as
+  (the angle within `MAX_TURN` of the previous frame's, in 3 degree steps refined to 1 degree, whose warped first
+  mask overlaps this frame's mask best, with a small preference for the previous angle so that a disc's any answer
+  stays still); the tracks are the first mask's points moved by that similarity. A pendulum's swing reads as
   a rotation of the whole mask about its centroid: its body is a disc, so only the bob's turn shows, about the
   centroid instead of the pivot (the reference clip read this way against its exact tracks says what that costs).
 """
@@ -38,6 +38,10 @@ from scipy import ndimage
 
 from .world import COLOURS
 
+MAX_TURN = 45
+"""Degrees an object may turn between two frames (the test motions turn at most 20, the pretraining clips 17): the
+rotation search looks this far either side of the previous frame's angle, so a blurred frame cannot read as a flip
+of a symmetric shape."""
 SQUARE_FILL = 0.85
 DISC_FILL = 0.71
 
@@ -141,10 +145,10 @@ def _rotation(first: FrameReading, now: FrameReading, scale: float, previous: fl
         return inter / np.maximum((hit | target).sum(-1), 1)
 
     def pick(angles: np.ndarray) -> float:
-        turn = np.abs((angles - previous + np.pi) % (2 * np.pi) - np.pi)
+        turn = np.abs(angles - previous)
         return float(angles[np.argmax(overlap(angles) - 0.02 * turn / np.pi)])
 
-    coarse = pick(np.deg2rad(np.arange(0, 360, 3)))
+    coarse = pick(previous + np.deg2rad(np.arange(-MAX_TURN, MAX_TURN + 1, 3)))
     return pick(coarse + np.deg2rad(np.arange(-3, 4)))
 
 
@@ -170,8 +174,7 @@ def read_video(frames: np.ndarray, points: int = 16, pose: bool = False) -> Vide
             pos = np.array(r.centroid)
             if pose:
                 scale = float(np.sqrt(r.area / first.area))
-                turned = _rotation(first, r, scale, angle)
-                angle += (turned - angle + np.pi) % (2 * np.pi) - np.pi  # continuous across frames
+                angle = _rotation(first, r, scale, angle)  # continuous: searched about the previous angle
         c, s = np.cos(angle), np.sin(angle)
         moved = scale * np.stack([c * offsets[:, 0] - s * offsets[:, 1], s * offsets[:, 0] + c * offsets[:, 1]], -1)
         out[t, :, :2] = (pos + moved) / np.array([w, h])
