@@ -105,10 +105,10 @@ def test_hunyuan_video_parity_without_and_with_an_adapter(comfy_host):
     zero.remove()
 
 
-def comfy_wan(seed=0):
+def comfy_wan(seed=0, arch="wan21"):
     from devtools.tiny_models import tiny_transformer
 
-    return tiny_transformer(seed, "wan21")
+    return tiny_transformer(seed, arch)
 
 
 def diffusers_wan(comfy_model, in_channels=16):
@@ -128,9 +128,9 @@ def diffusers_wan(comfy_model, in_channels=16):
     return model.eval().requires_grad_(False)
 
 
-def wan_inputs(seed=0):
+def wan_inputs(seed=0, channels=16):
     g = torch.Generator().manual_seed(seed)
-    return dict(x=torch.randn(1, 16, 3, 4, 6, generator=g), t=torch.tensor([600.0]),
+    return dict(x=torch.randn(1, channels, 3, 4, 6, generator=g), t=torch.tensor([600.0]),
                 text=torch.randn(1, 7, 4096, generator=g))
 
 
@@ -144,14 +144,15 @@ def run_diffusers_wan(model, i):
         return model(hidden_states=i["x"], timestep=i["t"], encoder_hidden_states=i["text"], return_dict=False)[0]
 
 
-def test_wan_parity_without_and_with_an_adapter(comfy_host):
-    comfy_model = comfy_wan()
-    model = diffusers_wan(comfy_model)
-    i = wan_inputs()
+@pytest.mark.parametrize("arch, channels", [("wan21", 16), ("wan22_ti2v", 48)])
+def test_wan_parity_without_and_with_an_adapter(comfy_host, arch, channels):
+    comfy_model = comfy_wan(0, arch)
+    model = diffusers_wan(comfy_model, channels)
+    i = wan_inputs(0, channels)
     ref = run_comfy_wan(comfy_model, i)
     torch.testing.assert_close(run_diffusers_wan(model, i), ref, rtol=1e-4, atol=1e-4)
     blocks = {"blocks": [0, 1]}
-    adapter = random_adapter("wan21", 256, blocks, seed=3)
+    adapter = random_adapter(arch, 256, blocks, seed=3)
     remove = install(comfy_model, forward_patches(comfy_model, DeTRuntime(adapter, blocks, 1.0)))
     want = run_comfy_wan(comfy_model, i)
     remove()
@@ -161,7 +162,7 @@ def test_wan_parity_without_and_with_an_adapter(comfy_host):
     hooks.remove()
     base = run_diffusers_wan(model, i)
     torch.testing.assert_close(base, ref, rtol=1e-4, atol=1e-4)  # the hooks came off
-    zero = apply_det(model, random_adapter("wan21", 256, blocks, seed=3, zero_up=True))
+    zero = apply_det(model, random_adapter(arch, 256, blocks, seed=3, zero_up=True))
     assert torch.equal(run_diffusers_wan(model, i), base)
     zero.remove()
 
