@@ -174,7 +174,7 @@ def _mask_rows(mask, idx: torch.Tensor, b: int, lk: int, device) -> torch.Tensor
     if mask is None:
         return None
     m = mask.to(device)
-    while m.ndim < 4:  # (Lk) / (B, Lk)? ComfyUI passes (Lq, Lk), (B, Lq, Lk) or (B, heads, Lq, Lk); 1s broadcast
+    while m.ndim < 4:  # (Lq, Lk), (B, Lq, Lk) or (B, heads, Lq, Lk), with 1s where it broadcasts
         m = m.unsqueeze(0) if m.ndim < 3 else m.unsqueeze(1)
     if m.shape[-1] != lk:
         raise ValueError(f"attention mask of shape {tuple(mask.shape)} does not match {lk} keys")

@@ -258,10 +258,9 @@ PENDULUM_REACH = PENDULUM["body"] + PENDULUM["rod"] + PENDULUM["bob"]
 
 def bob_centre(half, swing) -> tuple:
     """(x, y) of a pendulum's bob centre relative to the body centre: the rod hangs from the body's bottom."""
-    pivot = PENDULUM["body"] * half
-    return (PENDULUM["rod"] * half * np.sin(swing) if not torch.is_tensor(swing) else
-            PENDULUM["rod"] * half * torch.sin(swing),
-            pivot + (PENDULUM["rod"] * half * (np.cos(swing) if not torch.is_tensor(swing) else torch.cos(swing))))
+    sin, cos = (torch.sin, torch.cos) if torch.is_tensor(swing) else (np.sin, np.cos)
+    rod = PENDULUM["rod"] * half
+    return rod * sin(swing), PENDULUM["body"] * half + rod * cos(swing)
 
 
 def shape_distance(shape: str, dx: torch.Tensor, dy: torch.Tensor, half, swing=0.0) -> torch.Tensor:
