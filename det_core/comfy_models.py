@@ -52,3 +52,17 @@ def x0_predictor(model, sampling, context, pooled=None, guidance: float | None =
         return x_t - sigma.reshape(-1, *[1] * (x_t.ndim - 1)).to(x_t.device) * out.float()[:, :x_t.shape[1]]
 
     return predict_x0
+
+
+def model_conds(base_model, conditioning, guidance: float, latent: torch.Tensor, spatial: int) -> dict:
+    """The keyword arguments of `apply_model` for this conditioning and latent, made by the model's own input
+    preparation (`extra_conds`: text, pooled text, attention mask, embedded guidance, and `concat_cond`'s extra
+    input channels such as HunyuanVideo 1.5's image-condition and mask channels), as a sampler makes them."""
+    if not conditioning:
+        raise ValueError("the conditioning is empty; connect a text encoder output (the reference caption)")
+    cross_attn, extras = conditioning[0]
+    params = dict(extras)
+    params.update(cross_attn=cross_attn, guidance=guidance, device=latent.device, noise=latent,
+                  width=latent.shape[-1] * spatial, height=latent.shape[-2] * spatial, prompt_type="positive")
+    out = base_model.extra_conds(**params)
+    return {k: (v.cond.clone() if torch.is_tensor(v.cond) else v.cond) for k, v in out.items()}

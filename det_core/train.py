@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
 import torch
@@ -167,9 +168,14 @@ def allowed_sigmas(sampling: Sampling, config: TrainConfig) -> torch.Tensor:
     return idx
 
 
-def step_randomness(config: TrainConfig, step: int, allowed: torch.Tensor, shape) -> tuple[int, torch.Tensor]:
-    """(index into the sigma grid, noise) of 0-based `step`, seeded by (seed, step)."""
-    g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+DRAW_STRIDE = 1_000_000_007
+"""Seed offset between the draws of one step (several ranks, each its own draw; see `step_randomness`)."""
+
+
+def step_randomness(config: TrainConfig, step: int, allowed: torch.Tensor, shape, draw: int = 0) -> tuple[int, torch.Tensor]:
+    """(index into the sigma grid, noise) of 0-based `step`, seeded by (seed, step, draw). Draw 0 is the one-GPU
+    run's draw; with N ranks, rank r makes draw r, so N ranks train on N (noise, timestep) draws per step."""
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + step + draw * DRAW_STRIDE)
     n = allowed.numel()
     if config.timestep_sampling == "logit_normal":
         u = torch.sigmoid(torch.randn(1, generator=g))
@@ -228,40 +234,68 @@ class _Steps:
     tracks: LatentTracks | None
     autocast_dtype: torch.dtype | None
     offload_activations: bool
+    draws: tuple[int, ...] = (0,)
+    """The draws of each step this process makes (see `step_randomness`)."""
+    total_draws: int = 1
+    """Draws per step over all processes: each draw's loss counts 1/total_draws."""
+    all_reduce: Callable[[torch.Tensor], None] | None = None
+    """Sums a tensor over the processes in place (several ranks); None in one process."""
+
+    def draw(self, step: int, draw: int, device) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(sigma, noise, timestep) of one draw of 0-based `step`, seeded by (seed, step, draw)."""
+        index, noise = step_randomness(self.config, step, self.allowed, self.latents.shape, draw)
+        sigma = self.sigmas[index].reshape(1)
+        return sigma, noise.to(device=device, dtype=self.latents.dtype), float(self.sampling.timestep(sigma))
 
     def run(self, step: int) -> StepLog:
-        """0-based `step`: draw, predict, both losses, backward, clip, update; its log entry."""
+        """0-based `step`: per draw, predict, both losses and backward; then (over ranks) the summed gradients,
+        clip, update; its log entry (losses averaged over the draws, the first draw's timestep)."""
         config, latents, device = self.config, self.latents, self.latents.device
         t0 = time.perf_counter()
         if self.runtime is not None:
             self.runtime.parked.clear()  # what this step moves to CPU RAM (kept for inspection until the next step)
-        # 1. this step's noise level and noise, seeded by (seed, step)
-        index, noise = step_randomness(config, step, self.allowed, latents.shape)
-        sigma = self.sigmas[index].reshape(1)
-        timestep = float(self.sampling.timestep(sigma))
-        noise = noise.to(device=device, dtype=latents.dtype)
-        # 2. prediction and losses
         for group in self.optimizer.param_groups:
             group["lr"] = config.learning_rate * lr_factor(step, config.warmup_steps)
         self.optimizer.zero_grad(set_to_none=True)
         # the other tensors autograd keeps for backward wait in CPU RAM too when asked
         keep = torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda") if self.offload_activations \
             else contextlib.nullcontext()
-        with keep:
-            loss, flow, track = step_losses(self.predict_x0, self.sampling, latents, sigma, noise, timestep, config,
-                                            self.runtime, self.tracks, self.autocast_dtype)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"DeT training: the loss became {float(loss.detach())} at step {step + 1}; "
-                                         f"lower the learning rate")
-        # 3. update
-        loss.backward()
+        stats = torch.zeros(4, dtype=torch.float64)  # loss, flow, track sums; how many draws ran the tracking loss
+        timestep = None
+        for d in self.draws:
+            # 1. this draw's noise level and noise
+            sigma, noise, t = self.draw(step, d, device)
+            timestep = t if timestep is None else timestep
+            # 2. prediction, losses, backward (gradients add up over the draws)
+            with keep:
+                loss, flow, track = step_losses(self.predict_x0, self.sampling, latents, sigma, noise, t, config,
+                                                self.runtime, self.tracks, self.autocast_dtype)
+            (loss / self.total_draws).backward()
+            stats += torch.tensor([float(loss.detach()), float(flow.detach()),
+                                   0.0 if track is None else float(track.detach()), float(track is not None)],
+                                  dtype=torch.float64)
+        # 3. over ranks: the losses (every rank sees the same, so all stop together), then the gradients
+        if self.all_reduce is not None:
+            self.all_reduce(stats)
+        mean = stats[0].item() / self.total_draws
+        if not math.isfinite(mean):
+            raise FloatingPointError(f"DeT training: the loss became {mean} at step {step + 1}; lower the learning "
+                                     f"rate")
+        if self.all_reduce is not None:
+            grads = [p.grad for p in self.params if p.grad is not None]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            self.all_reduce(flat)
+            for g, summed in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+                g.copy_(summed)
+        # 4. update
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip)
         self.optimizer.step()
         if self.runtime is not None:
             self.runtime.features = None
-        return StepLog(step=step + 1, loss=float(loss.detach()), flow=float(flow.detach()),
-                       track=None if track is None else float(track.detach()), timestep=timestep,
+        track_n = stats[3].item()
+        return StepLog(step=step + 1, loss=mean, flow=stats[1].item() / self.total_draws,
+                       track=stats[2].item() / track_n if track_n else None, timestep=timestep,
                        lr=self.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
 
 
@@ -280,8 +314,16 @@ def train_adapter(
     should_stop: Callable[[], bool] | None = None,
     autocast_dtype: torch.dtype | None = None,
     offload_activations: bool = False,
+    draws: tuple[int, ...] = (0,),
+    total_draws: int = 1,
+    all_reduce: Callable[[torch.Tensor], None] | None = None,
 ) -> TrainResult:
-    """Train `adapter` (in place) from `start_step` to `config.steps`; see the module doc for one step."""
+    """Train `adapter` (in place) from `start_step` to `config.steps`; see the module doc for one step.
+
+    Several ranks (det_core.dist_train) each pass their own `draws`, `total_draws` = the draws of all ranks and an
+    `all_reduce` that sums over them: the gradients are summed before the update, so every rank's adapter stays the
+    same, and one process with all the draws computes the same steps. `should_stop` is asked on every rank; the run
+    stops when any rank says so."""
     check_training(latents, config, start_step, runtime, tracks)
     params = list(adapter.parameters())
     for p in params:
@@ -291,7 +333,7 @@ def train_adapter(
         optimizer.load_state_dict(optimizer_state)
     steps = _Steps(params, optimizer, sampling.sigmas.detach().to(device=latents.device, dtype=torch.float32).clone(),
                    allowed_sigmas(sampling, config), predict_x0, sampling, latents, config, runtime, tracks,
-                   autocast_dtype, offload_activations)
+                   autocast_dtype, offload_activations, tuple(draws), total_draws, all_reduce)
     result = TrainResult(steps_done=start_step)
     saved_at, diverged = start_step, False
     adapter.train()
@@ -299,7 +341,12 @@ def train_adapter(
         runtime.offload = torch.device("cpu")  # the checkpointed blocks' inputs wait in CPU RAM
     try:
         for step in range(start_step, config.steps):
-            if should_stop is not None and should_stop():
+            stop = should_stop is not None and should_stop()
+            if all_reduce is not None:  # every rank takes the same decision
+                flag = torch.tensor([float(stop)], dtype=torch.float64)
+                all_reduce(flag)
+                stop = flag.item() > 0
+            if stop:
                 result.stopped_early = True
                 break
             entry = steps.run(step)
@@ -325,3 +372,18 @@ def train_adapter(
         if save_checkpoint and result.steps_done > saved_at and not diverged and finite:
             save_checkpoint(result.steps_done, result.optimizer_state, result.log)
     return result
+
+
+def save_checkpoint_files(adapter, out_path: str, step: int, optimizer_state: dict, logs: list) -> None:
+    """The adapter at `step` and, beside it, its optimizer state and the whole loss log (what resuming reads)."""
+    adapter.meta.steps = step
+    adapter.save(out_path)
+    state_path = optimizer_state_path(out_path)
+    tmp = state_path + ".tmp"
+    torch.save({"step": step, "optimizer": optimizer_state, "log": [asdict(e) for e in logs]}, tmp)
+    os.replace(tmp, state_path)
+
+
+def optimizer_state_path(adapter_path: str) -> str:
+    """Where an adapter's optimizer state and loss log are kept: beside it."""
+    return adapter_path[: -len(".safetensors")] + ".optim.pt"

@@ -186,5 +186,3 @@ def adapter_output_path(name: str) -> str:
     return path
 
 
-def optimizer_state_path(adapter_path: str) -> str:
-    return adapter_path[: -len(".safetensors")] + ".optim.pt"

@@ -21,8 +21,8 @@ from comfy_api.latest import io, ui
 
 from ..det_core.attention_locality import LocalityProbe, heatmap, summary
 from ..det_core.arch import patch_size
+from ..det_core.comfy_models import model_conds
 from .common import check_finite, check_video_latent, video_transformer
-from .train import model_conds
 
 MAX_SIGMAS = 8
 

@@ -18,17 +18,21 @@ from comfy_api.latest import io, ui
 
 from ..det_core.adapter import AdapterMeta, DeTAdapter, parse_blocks
 from ..det_core.arch import block_counts, hidden_size
+from ..det_core.comfy_models import model_conds
 from ..det_core.lowvram import hidden_parameters, keep_in_ram, last_blocks, streamed_blocks
 from ..det_core.patch import make_ordinary
 from ..det_core.plot import loss_curve_image
 from ..det_core.safe_load import load_weights_only
 from ..det_core.tracking_loss import tracks_for_latent
-from ..det_core.train import OPTIMIZERS, TIMESTEP_SAMPLING, StepLog, TrainConfig, train_adapter
+from ..det_core.train import (OPTIMIZERS, TIMESTEP_SAMPLING, StepLog, TrainConfig, optimizer_state_path,
+                              save_checkpoint_files, train_adapter)
+from . import distributed
 from .common import (ADAPTER_FOLDER, DetAdapterType, TracksType, adapter_files, adapter_output_path, attach,
-                     check_finite, check_video_latent, not_a_file_name, optimizer_state_path, specs_by_kind,
+                     check_finite, check_video_latent, not_a_file_name, specs_by_kind,
                      video_transformer)
 
 log = logging.getLogger("DeT")
+MAX_GPUS = 64
 MESSAGE = "det.train"  # websocket event with the live loss, read by web/det.js
 
 
@@ -38,20 +42,6 @@ def _send(payload: dict) -> None:
         PromptServer.instance.send_sync(MESSAGE, payload)
     except Exception:  # no server (plain Python use): the console log is enough
         pass
-
-
-def model_conds(base_model, conditioning, guidance: float, latent: torch.Tensor, spatial: int) -> dict:
-    """The keyword arguments of `apply_model` for this conditioning and latent, made by the model's own input
-    preparation (`extra_conds`: text, pooled text, attention mask, embedded guidance, and `concat_cond`'s extra
-    input channels such as HunyuanVideo 1.5's image-condition and mask channels), as a sampler makes them."""
-    if not conditioning:
-        raise ValueError("the conditioning is empty; connect a text encoder output (the reference caption)")
-    cross_attn, extras = conditioning[0]
-    params = dict(extras)
-    params.update(cross_attn=cross_attn, guidance=guidance, device=latent.device, noise=latent,
-                  width=latent.shape[-1] * spatial, height=latent.shape[-2] * spatial, prompt_type="positive")
-    out = base_model.extra_conds(**params)
-    return {k: (v.cond.clone() if torch.is_tensor(v.cond) else v.cond) for k, v in out.items()}
 
 
 def _normal_tree(obj):
@@ -150,6 +140,14 @@ class DeTTrainAdapter(io.ComfyNode):
                                        "A14B's high-noise expert."),
                 io.Float.Input("timestep_max", default=1000.0, min=0.0, max=1000.0, step=1.0, optional=True,
                                tooltip="Train only on timesteps up to this one (875 for a low-noise expert)."),
+                io.Int.Input("gpus", default=1, min=1, max=MAX_GPUS, optional=True,
+                             tooltip="Train on this many GPUs of this machine with torch.distributed (FSDP2 shards "
+                                     "the frozen model per block; each GPU makes its own noise/timestep draw per "
+                                     "step). 1: train here, in ComfyUI's process. More than 1 needs model_file."),
+                io.Combo.Input("model_file", options=["none", *folder_paths.get_filename_list("diffusion_models")],
+                               default="none", optional=True,
+                               tooltip="For gpus > 1: the file Load Diffusion Model loaded (the worker processes "
+                                       "load it themselves, in the same weight dtype)."),
             ],
             outputs=[DetAdapterType.Output(display_name="adapter"), io.Image.Output(display_name="loss_curve"),
                      io.String.Output(display_name="info")],
@@ -158,10 +156,13 @@ class DeTTrainAdapter(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resume_from, memory="auto", vram_budget_gib=0.0):
-        wrong = not_a_file_name("resume_from", resume_from, f"an adapter in models/{ADAPTER_FOLDER}/, or \"none\"")
+    def validate_inputs(cls, resume_from, memory="auto", vram_budget_gib=0.0, gpus=1, model_file="none"):
+        wrong = not_a_file_name("resume_from", resume_from, f"an adapter in models/{ADAPTER_FOLDER}/, or \"none\"") \
+            or not_a_file_name("model_file", model_file, "a model in models/diffusion_models/, or \"none\"")
         if wrong:
             return wrong
+        if model_file != "none" and folder_paths.get_full_path("diffusion_models", model_file) is None:
+            return f"model_file={model_file!r} not found in models/diffusion_models/"
         if resume_from != "none" and folder_paths.get_full_path(ADAPTER_FOLDER, resume_from) is None:
             return f"adapter to resume not found: {resume_from}; put it in models/{ADAPTER_FOLDER}/ or choose none"
         if resume_from != "none" and not resume_from.endswith(".safetensors"):
@@ -178,7 +179,7 @@ class DeTTrainAdapter(io.ComfyNode):
                 single_blocks, tracking_weight, tracking_features, feature_block, guidance, warmup_steps, optimizer,
                 seed, output_name, checkpoint_every, overwrite, resume_from, swap_blocks=0, offload_activations=False,
                 tracks=None, caption="", tracking_max_timestep=400.0, memory="auto", vram_budget_gib=0.0,
-                timestep_sampling="uniform", timestep_min=0.0, timestep_max=1000.0):
+                timestep_sampling="uniform", timestep_min=0.0, timestep_max=1000.0, gpus=1, model_file="none"):
         # 1. check everything before any heavy work
         arch, dm = video_transformer(model)
         check_finite(learning_rate=learning_rate, tracking_weight=tracking_weight, guidance=guidance,
@@ -199,6 +200,7 @@ class DeTTrainAdapter(io.ComfyNode):
                              checkpoint_every=checkpoint_every,
                              tracking_features="x0" if tracking_features == "x0" else feature_block)
         config.check_tracking_gate(tracks is not None)
+        model_path = distributed.check_request(model, gpus, model_file, swap_blocks)
         notes: list[str] = []
         latent_tracks = _latent_tracks(tracks, samples, arch.spatial_compression, notes)
         # 2. the adapter: new, or the one to resume with its optimizer state and loss log
@@ -211,7 +213,7 @@ class DeTTrainAdapter(io.ComfyNode):
                                                                                                       out_path))
         run = _Run(model, arch, adapter, config, samples, conditioning, guidance, latent_tracks, opt_state, history,
                    swap_blocks, offload_activations, out_path, str(cls.hidden.unique_id), notes)
-        if memory == "auto":
+        if memory == "auto" and gpus == 1:
             _auto_memory(run, vram_budget_gib)
         adapter.meta.prompt = caption or adapter.meta.prompt
         adapter.meta.tracking_weight = tracking_weight if tracks is not None else 0.0
@@ -225,7 +227,11 @@ class DeTTrainAdapter(io.ComfyNode):
             log.warning("[DeT] %s: %s", arch.label, arch.caution)
             notes.insert(0, f"{arch.label}: {arch.caution}")
         # 3. train on a patched clone of the model
-        logs = _train_on_clone(run)
+        if gpus > 1:
+            logs = distributed.train(run, gpus, model_path, _progress)
+            adapter = run.adapter
+        else:
+            logs = _train_on_clone(run)
         # 4. outputs
         curve = loss_curve_image([e.loss for e in logs], [e.track for e in logs])
         info = (f"{os.path.basename(out_path)}: {adapter.describe()}; "
@@ -423,11 +429,7 @@ def _progress(run: _Run, logs: list[StepLog]):
 def _saver(run: _Run, logs: list[StepLog]):
     """save_checkpoint for train_adapter: the adapter and, beside it, the optimizer state and the whole loss log."""
     def save(step: int, opt_state_dict: dict, _log) -> None:
-        run.adapter.meta.steps = step
-        run.adapter.save(run.out_path)
-        tmp = optimizer_state_path(run.out_path) + ".tmp"
-        torch.save({"step": step, "optimizer": opt_state_dict, "log": [e.__dict__ for e in logs]}, tmp)
-        os.replace(tmp, optimizer_state_path(run.out_path))
+        save_checkpoint_files(run.adapter, run.out_path, step, opt_state_dict, logs)
         log.info("[DeT] saved %s at step %d", run.out_path, step)
 
     return save

@@ -55,7 +55,8 @@ def comfy_base(comfy_host, tmp_path_factory) -> str:
 def comfy_server(comfy_host, comfy_base):
     os.makedirs(ARTIFACTS, exist_ok=True)
     server = ComfyServer(comfy_host, base_dir=comfy_base,
-                         log_path=os.path.join(ARTIFACTS, f"comfyui-server-{os.getpid()}.log"))
+                         log_path=os.path.join(ARTIFACTS, f"comfyui-server-{os.getpid()}.log"),
+                         env={"DET_DIST_CPU": "1"})  # Train DeT Adapter's gpus > 1 runs CPU ranks (gloo) here
     server.start(timeout=240)
     yield server
     server.stop()

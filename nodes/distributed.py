@@ -1,0 +1,200 @@
+"""Train DeT Adapter with gpus > 1: the job for det_core.dist_train, its torchrun process group, and its progress
+forwarded into ComfyUI (progress bar, the live loss curve, the console)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import asdict
+
+import torch
+
+import comfy.model_management as mm
+import folder_paths
+
+from ..det_core import dist_train
+from ..det_core.adapter import DeTAdapter
+from ..det_core.comfy_models import model_conds
+from ..det_core.train import StepLog
+
+log = logging.getLogger("DeT")
+CPU_RANKS_ENV = "DET_DIST_CPU"
+"""Set to 1 to run the ranks as CPU processes (gloo) on a machine without CUDA: for tests and the CPU benchmark."""
+STOP_GRACE_S = 120.0
+"""After an interrupt: how long the ranks may take to finish their step and save before they are killed."""
+POLL_S = 0.2
+
+
+def ranks_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_request(model, gpus: int, model_file: str, swap_blocks: int) -> str | None:
+    """The model file for a gpus > 1 request (None for gpus 1), or a ValueError saying what to change."""
+    if not isinstance(gpus, int) or gpus < 1:
+        raise ValueError(f"gpus={gpus!r}: give a whole number, 1 or more")
+    if gpus == 1:
+        return None
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if have == 0 and os.environ.get(CPU_RANKS_ENV) == "1":
+        have = os.cpu_count() or 1
+    if gpus > have:
+        raise ValueError(f"gpus={gpus}: this machine has {have} CUDA GPU{'s' if have != 1 else ''}; set gpus to "
+                         f"{max(1, have)} or fewer")
+    if model_file in (None, "", "none"):
+        raise ValueError(f"gpus={gpus} needs model_file: the worker processes load the model themselves; choose the "
+                         f"file that Load Diffusion Model loaded")
+    path = folder_paths.get_full_path("diffusion_models", model_file)
+    if path is None:
+        raise ValueError(f"model_file={model_file!r} not found in models/diffusion_models/")
+    if swap_blocks:
+        raise ValueError(f"swap_blocks={swap_blocks} is for one GPU; with gpus={gpus} FSDP2 shards the model "
+                         f"instead: set swap_blocks to 0")
+    if model.patches:
+        raise ValueError(f"gpus={gpus}: the model carries weight patches (a LoRA?), which the worker processes "
+                         f"would not see; train with gpus=1, or merge the LoRA into the model file first")
+    _check_same_model(model, path)
+    return path
+
+
+def _check_same_model(model, path: str) -> None:
+    """ValueError when `path` does not hold the connected model: the parameter count must match."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        total = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+    ours = sum(p.numel() for p in model.model.diffusion_model.parameters())
+    if total != ours:
+        raise ValueError(f"model_file {os.path.basename(path)} holds {total:,} weights, the connected model "
+                         f"{ours:,}: choose the file that Load Diffusion Model loaded")
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    for name, d in dist_train.DTYPES.items():
+        if d == dtype:
+            return name
+    raise ValueError(f"the model's weights are {dtype}, which the worker processes cannot load; use gpus=1")
+
+
+def write(run, gpus: int, model_path: str) -> str:
+    """The job folder for this run (in ComfyUI's temp folder)."""
+    base = run.model.model
+    samples = run.samples.clone().to(torch.float32)
+    with torch.inference_mode(False):
+        x0 = base.process_latent_in(samples)
+        cond = model_conds(base, run.conditioning, run.guidance, x0, run.arch.spatial_compression)
+    job_dir = os.path.join(folder_paths.get_temp_directory(), "det_jobs", uuid.uuid4().hex[:12])
+    os.makedirs(job_dir)
+    state = None
+    if run.opt_state is not None:  # the resumed adapter's optimizer state
+        state = os.path.join(job_dir, "optimizer_start.pt")
+        torch.save({"optimizer": run.opt_state}, state)
+    job = dist_train.Job(
+        comfy_dir=os.path.dirname(os.path.dirname(os.path.abspath(mm.__file__))), model_file=model_path,
+        weight_dtype=_dtype_name(base.diffusion_model.dtype), config=asdict(run.config), out_path=run.out_path,
+        optimizer_state=state, history=[asdict(e) for e in run.history],
+        autocast="bfloat16" if ranks_device() == "cuda" else None, offload_activations=run.offload_activations,
+        device=ranks_device(), watch_pid=os.getpid())
+    return dist_train.write_job(job_dir, job, run.adapter, x0, cond, run.tracks)
+
+
+def train(run, gpus: int, model_path: str, progress) -> list[StepLog]:
+    """Run the job on `gpus` ranks; forwards each step to `progress(run, logs)`'s callback. Returns the whole loss
+    log; `run.adapter` becomes the trained adapter. An interrupt asks the ranks to stop (they save), a failure
+    raises with the ranks' errors; the process group never outlives this call."""
+    job_dir = write(run, gpus, model_path)
+    logs: list[StepLog] = list(run.history)
+    on_step = progress(run, logs)
+    start = run.adapter.meta.steps
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([dist_train.PACK_DIR, os.environ.get("PYTHONPATH", "")]))
+    log.info("[DeT] training on %d %s ranks: %s", gpus, ranks_device(), " ".join(dist_train.launch_command(job_dir, gpus)))
+    with open(os.path.join(job_dir, "log.txt"), "wb") as out:
+        proc = subprocess.Popen(dist_train.launch_command(job_dir, gpus), cwd=dist_train.PACK_DIR, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    offset, stop_at, done, interrupted = 0, None, None, False
+    try:
+        while True:
+            finished = proc.poll() is not None
+            lines, offset = dist_train.read_progress(job_dir, offset)
+            for line in lines:
+                if "done" in line:
+                    done = line
+                    continue
+                try:
+                    on_step(StepLog(**line))
+                except mm.InterruptProcessingException:  # the progress bar noticed the interrupt (and reset it)
+                    interrupted = True
+            interrupted = interrupted or mm.processing_interrupted()
+            if stop_at is None and interrupted:
+                open(os.path.join(job_dir, dist_train.STOP_FILE), "w").close()
+                stop_at = time.monotonic()
+                log.info("[DeT] interrupt: asking the %d ranks to stop after this step", gpus)
+            if finished:
+                break
+            if stop_at is not None and time.monotonic() - stop_at > STOP_GRACE_S:
+                break
+            time.sleep(POLL_S)
+    finally:
+        _end_group(proc)
+    if proc.returncode != 0 or done is None:
+        saved = _saved_step(run.out_path, start)
+        errors = dist_train.rank_errors(job_dir)
+        why = errors[0].splitlines()[0] if errors else _exit_lines(job_dir)
+        raise RuntimeError(f"DeT training on {gpus} ranks failed (exit code {proc.returncode}): {why}; "
+                           f"{saved}; the ranks' log: {os.path.join(job_dir, 'log.txt')}")
+    if os.path.isfile(run.out_path):
+        run.adapter = DeTAdapter.load(run.out_path)
+    if done["stopped_early"]:
+        raise mm.InterruptProcessingException()
+    return logs
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """Stop the torchrun process group if it still runs: SIGTERM (torchrun passes it to the ranks), then SIGKILL."""
+    if proc.poll() is None:
+        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    try:  # ranks that outlived torchrun (same process group)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _saved_step(out_path: str, start: int) -> str:
+    if not os.path.isfile(out_path):
+        return "no adapter was saved"
+    steps = DeTAdapter.load(out_path).meta.steps
+    if steps <= start:
+        return f"{os.path.basename(out_path)} keeps step {steps} (from before this run)"
+    return f"the adapter on disk, {os.path.basename(out_path)}, keeps step {steps}"
+
+
+def _exit_lines(job_dir: str) -> str:
+    """The lines of torchrun's log that say which rank ended how."""
+    try:
+        with open(os.path.join(job_dir, "log.txt"), errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return "no log"
+    keep = [ln.strip() for ln in text.splitlines() if "exitcode" in ln or "Signal" in ln or "rank" in ln.lower()
+            and "error" in ln.lower()]
+    return "; ".join(keep[:4]) or "a rank ended without saying why"

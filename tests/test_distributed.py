@@ -1,0 +1,206 @@
+"""Training on several ranks (det_core.dist_train, nodes/distributed.py): 2 CPU processes over gloo, tiny models of
+every supported architecture.
+
+- Two ranks, FSDP2-sharded base, one draw each, give the adapter that one process gives with both draws.
+- Through the server, Train DeT Adapter with gpus=2 (the session server runs with DET_DIST_CPU=1, so its ranks are
+  CPU processes): it finishes and reports each step; an interrupt keeps a resumable checkpoint; a rank killed
+  mid-run gives a clear error, keeps the last checkpoint and leaves no process behind; bad requests are refused by
+  name before any work starts.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from det_core import dist_train
+from det_core.adapter import AdapterMeta, DeTAdapter
+from det_core.train import TrainConfig
+from det_graphs import base_nodes, train_node
+from det_tools.client import PromptExecutionError, PromptInterrupted
+from devtools.tiny_models import TEXT_WIDTH, TINY_HV_FILE, write_tiny
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARCHS = ["hunyuan_video", "hunyuan_video_15", "wan21", "wan22_ti2v"]
+
+
+def make_job(comfy_host, folder, arch_name, draws_per_step=0, steps=3):
+    """A job for the tiny model of `arch_name`: random reference latent and tracks, a fresh adapter on every block."""
+    import comfy.sd
+
+    from det_core.arch import arch_of, block_counts, hidden_size
+    from det_core.comfy_models import model_conds
+    from det_core.tracking_loss import LatentTracks
+
+    model_file = os.path.join(os.path.dirname(folder), f"{arch_name}.safetensors")
+    if not os.path.exists(model_file):
+        write_tiny(arch_name, model_file, seed=0)
+    patcher = comfy.sd.load_diffusion_model(model_file)
+    base, arch = patcher.model, arch_of(patcher)
+    g = torch.Generator().manual_seed(0)
+    x0 = base.process_latent_in(torch.randn(1, arch.latent_channels, 3, 4, 4, generator=g))
+    conditioning = [[torch.randn(1, 5, TEXT_WIDTH[arch_name], generator=g),
+                     {"pooled_output": torch.randn(1, 768, generator=g)}]]
+    cond = model_conds(base, conditioning, 6.0, x0, arch.spatial_compression)
+    tracks = LatentTracks(torch.rand(3, 6, 2, generator=g), (torch.rand(3, 6, generator=g) > 0.2).float(),
+                          torch.arange(3))
+    torch.manual_seed(1)
+    dm = base.diffusion_model
+    adapter = DeTAdapter(AdapterMeta(channels=hidden_size(arch, dm), mid_dim=8, kernel_size=3,
+                                     blocks={k: list(range(n)) for k, n in block_counts(arch, dm).items()},
+                                     base_model=arch.name))
+    # tracking on every step (gate 1000), so both losses reach the gradients
+    config = TrainConfig(steps=steps, learning_rate=1e-3, seed=5, checkpoint_every=0, tracking_max_timestep=1000.0)
+    job = dist_train.Job(comfy_dir=comfy_host, model_file=model_file, weight_dtype="float32", config=asdict(config),
+                         out_path=os.path.join(folder, "out.safetensors"), device="cpu",
+                         draws_per_step=draws_per_step)
+    return dist_train.write_job(folder, job, adapter, x0, cond, tracks)
+
+
+def torchrun(job_dir, ranks, timeout=300):
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    return subprocess.run(dist_train.launch_command(job_dir, ranks), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def losses(job_dir):
+    lines, _ = dist_train.read_progress(job_dir)
+    return [(e["loss"], e["track"]) for e in lines if "step" in e]
+
+
+@pytest.mark.parametrize("arch_name", ARCHS)
+def test_two_sharded_ranks_train_the_adapter_one_process_trains_with_both_draws(comfy_host, tmp_path, arch_name):
+    one = make_job(comfy_host, str(tmp_path / "one"), arch_name, draws_per_step=2)
+    two = make_job(comfy_host, str(tmp_path / "two"), arch_name)
+    assert dist_train.main([one]) == 0  # one process (ComfyUI's loader, no FSDP), draws 0 and 1 each step
+    run = torchrun(two, 2)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    a, b = load_file(os.path.join(one, "out.safetensors")), load_file(os.path.join(two, "out.safetensors"))
+    start = load_file(os.path.join(two, dist_train.ADAPTER_FILE))
+    assert a.keys() == b.keys() == start.keys()
+    # the same losses per step (both ranks' draws, the tracking loss among them)
+    la, lb = losses(one), losses(two)
+    assert len(la) == len(lb) == 3 and all(t is not None for _, t in la)
+    for (fa, ta), (fb, tb) in zip(la, lb):
+        assert fb == pytest.approx(fa, rel=1e-5) and tb == pytest.approx(ta, rel=1e-5)
+    moved = min(float((a[k] - start[k]).abs().max()) for k in a)
+    diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    assert moved > 1e-4  # three steps of lr 1e-3 moved every block's adapter
+    # AdamW divides each gradient by its running RMS (eps 1e-8): where a gradient is ~1e-8 (the first steps of the
+    # zero-initialised up-projection's input side) the sum's last-bit order difference shows; everywhere else the
+    # two runs agree to float32 precision
+    assert float(diff.max()) < 3e-5 and float((diff > 1e-5).float().mean()) < 1e-3
+
+
+def test_a_job_folder_runs_from_a_shell_and_says_what_is_wrong(comfy_host, tmp_path):
+    """The worker without ComfyUI's server: `python -m det_core.dist_train JOB` on one process, and its errors."""
+    job = make_job(comfy_host, str(tmp_path / "job"), "hunyuan_video", steps=2)
+    run = subprocess.run([sys.executable, "-m", "det_core.dist_train", job], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert DeTAdapter.load(os.path.join(job, "out.safetensors")).meta.steps == 2
+    assert os.path.isfile(os.path.join(job, "out.optim.pt"))
+    run = subprocess.run([sys.executable, "-m", "det_core.dist_train", str(tmp_path / "nothing")], cwd=ROOT,
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
+    assert run.returncode != 0 and "no job here" in run.stderr
+
+
+# -- through the server -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def adapters(comfy_base):
+    path = os.path.join(comfy_base, "models", "det_adapters")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def graph(name, steps, **overrides):
+    g = base_nodes()
+    g["train"] = train_node(name, steps=steps, double_blocks="all", single_blocks="all", gpus=2,
+                            model_file=TINY_HV_FILE, **overrides)
+    g["info"] = {"class_type": "PreviewAny", "inputs": {"source": ["train", 2]}}
+    return g
+
+
+def newest_job(comfy_base):
+    jobs = glob.glob(os.path.join(comfy_base, "temp", "det_jobs", "*"))
+    return max(jobs, key=os.path.getmtime)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def rank_pids(job_dir):
+    return [int(open(p).read()) for p in glob.glob(os.path.join(job_dir, "rank*.pid"))]
+
+
+def test_train_node_on_two_ranks_reports_progress_survives_an_interrupt_and_resumes(comfy, comfy_base, adapters):
+    result = comfy.run(graph("dist_done", 4, overwrite=True), timeout=600)
+    steps = [d["step"] for t, d in result.messages if t == "det.train"]
+    assert steps == [1, 2, 3, 4]
+    assert "dist_done.safetensors" in result.outputs["info"]["text"][0]
+    job = newest_job(comfy_base)
+    assert len(rank_pids(job)) == 2 and not any(alive(p) for p in rank_pids(job))
+    assert DeTAdapter.load(os.path.join(adapters, "dist_done.safetensors")).meta.steps == 4
+
+    def stop_at_two(mtype, data):
+        if mtype == "det.train" and data["step"] == 2:
+            comfy.interrupt()
+
+    with pytest.raises(PromptInterrupted):
+        comfy.run(graph("dist_stop", 100000, overwrite=True, checkpoint_every=0), on_message=stop_at_two, timeout=600)
+    job = newest_job(comfy_base)
+    assert not any(alive(p) for p in rank_pids(job))
+    done = DeTAdapter.load(os.path.join(adapters, "dist_stop.safetensors")).meta.steps
+    assert 2 <= done < 100
+    result = comfy.run(graph("dist_stop", done + 2, resume_from="dist_stop.safetensors"), timeout=600)
+    assert [d["step"] for t, d in result.messages if t == "det.train"] == [done + 1, done + 2]
+    log = torch.load(os.path.join(adapters, "dist_stop.optim.pt"), weights_only=True)["log"]
+    assert [e["step"] for e in log] == list(range(1, done + 3))
+
+
+def test_a_rank_that_dies_mid_run_gives_a_clear_error_and_keeps_the_checkpoint(comfy, comfy_base, adapters):
+    killed = []
+
+    def kill_rank_one(mtype, data):
+        if mtype == "det.train" and data["step"] == 3 and not killed:
+            pid = int(open(os.path.join(newest_job(comfy_base), "rank1.pid")).read())
+            os.kill(pid, 9)
+            killed.append(pid)
+
+    t0 = time.monotonic()
+    with pytest.raises(PromptExecutionError, match=r"DeT training on 2 ranks failed .*keeps step [2-9]"):
+        comfy.run(graph("dist_killed", 100000, overwrite=True, checkpoint_every=2), on_message=kill_rank_one,
+                  timeout=600)
+    assert killed and time.monotonic() - t0 < 300
+    assert not any(alive(p) for p in rank_pids(newest_job(comfy_base)))
+    assert DeTAdapter.load(os.path.join(adapters, "dist_killed.safetensors")).meta.steps >= 2
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"gpus": 64}, r"gpus=64: this machine has \d+"),
+    ({"model_file": "none"}, "gpus=2 needs model_file"),
+    ({"swap_blocks": 1}, "swap_blocks=1 is for one GPU"),
+])
+def test_bad_distributed_requests_are_refused_by_name(comfy, comfy_base, overrides, message):
+    before = set(glob.glob(os.path.join(comfy_base, "temp", "det_jobs", "*")))
+    g = graph("dist_bad", 2, overwrite=True)
+    g["train"]["inputs"].update(overrides)
+    with pytest.raises(PromptExecutionError, match=message):
+        comfy.run(g)
+    assert set(glob.glob(os.path.join(comfy_base, "temp", "det_jobs", "*"))) == before  # no job was started
