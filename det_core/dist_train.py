@@ -1,10 +1,11 @@
 """Train one DeT adapter on several GPUs (or CPU processes) with torch.distributed: the worker of a training job.
 
-    python -m torch.distributed.run --standalone --nproc_per_node=N -m det_core.dist_train JOB_DIR
+    python -m torch.distributed.run --standalone --nproc_per_node=N -m det_core.dist_train JOB_DIR [JOB_DIR ...]
 
 (run from the pack's folder, or with it on PYTHONPATH). Train DeT Adapter with `gpus` > 1 writes JOB_DIR and starts
-that command as its own process group; on a cluster, `python -m det_core.dist_train --write-job` is not needed: copy
-a job folder the node wrote, or write one with `write_job`, and start the same line from your scheduler (README).
+that command as its own process group. On a cluster, copy a job folder the node wrote (ComfyUI's temp/det_jobs/), or
+write one with `write_job`, and start the same module from your scheduler (the README has a SLURM line); several
+job folders run one after the other in the same process group.
 
 What each rank does:
 - The frozen base is built with ComfyUI's own loader code (`comfy.model_detection`, the model config's
@@ -70,6 +71,8 @@ class Job:
     draws_per_step: int = 0
     """(noise, timestep) draws per step over all ranks; 0 = one per rank. Rank r makes draws r, r + N, ... of each
     step, so one process with `draws_per_step` N computes what N ranks compute."""
+    sequence_parallel: int = 1
+    """Ranks that share each draw, the video tokens split between them by space (det_core.sequence_parallel)."""
     device: str = "cuda"
     """`cuda` (one GPU per rank, NCCL) or `cpu` (gloo; tests and the CPU benchmark)."""
     watch_pid: int | None = None
@@ -117,10 +120,12 @@ def read_job(job_dir: str) -> Job:
     return Job(**data)
 
 
-def launch_command(job_dir: str, ranks: int) -> list[str]:
-    """The torchrun line that runs a job on `ranks` processes of this machine (cwd: PACK_DIR)."""
+def launch_command(job_dirs: str | list[str], ranks: int) -> list[str]:
+    """The torchrun line that runs one job, or several in turn, on `ranks` processes of this machine (cwd:
+    PACK_DIR)."""
+    dirs = [job_dirs] if isinstance(job_dirs, str) else list(job_dirs)
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-            "-m", "det_core.dist_train", os.path.abspath(job_dir)]
+            "-m", "det_core.dist_train", *map(os.path.abspath, dirs)]
 
 
 def read_progress(job_dir: str, offset: int = 0) -> tuple[list[dict], int]:
@@ -245,34 +250,42 @@ def _all_reduce(device: torch.device):
     return reduce
 
 
-def run_job(job_dir: str) -> int:
-    """This rank's part of the job (the process group is set up by torchrun's environment). Returns the exit
-    code."""
+def run_jobs(job_dirs: list[str]) -> int:
+    """This rank's part of each job in turn, in one process group (set up from torchrun's environment). Returns
+    the exit code."""
     import torch.distributed as dist
     from safetensors.torch import load_file
 
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    job = read_job(job_dir)
-    with open(os.path.join(job_dir, f"rank{rank}.pid"), "w") as f:
-        f.write(str(os.getpid()))
-    if job.device == "cuda":
+    jobs = [read_job(d) for d in job_dirs]
+    for d in job_dirs:
+        with open(os.path.join(d, f"rank{rank}.pid"), "w") as f:
+            f.write(str(os.getpid()))
+    if jobs[0].device == "cuda":
         torch.cuda.set_device(local)  # before ComfyUI picks its device
         device = torch.device("cuda", local)
     else:
         device = torch.device("cpu")
     if world > 1:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device
-                                if device.type == "cuda" else None)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                device_id=device if device.type == "cuda" else None)
     try:
         from .comfy_models import use_comfy
 
-        use_comfy(job.comfy_dir)
+        use_comfy(jobs[0].comfy_dir)
         if device.type == "cpu":
             from comfy.cli_args import args
             args.cpu = True
-        return _train(job, job_dir, device, rank, world, load_file)
+        for d, job in zip(job_dirs, jobs):
+            try:
+                _train(job, d, device, rank, world, load_file)
+            except BaseException as e:
+                with open(os.path.join(d, f"error_rank{rank}.txt"), "w") as f:
+                    f.write(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+                raise
+        return 0
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -285,9 +298,13 @@ def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> 
     from .tracking_loss import LatentTracks
     from .train import StepLog, TrainConfig, save_checkpoint_files, train_adapter
 
-    total = job.draws_per_step or world
-    if total % world:
-        raise ValueError(f"draws_per_step={total} is not a multiple of the {world} ranks")
+    p = job.sequence_parallel
+    if p < 1 or world % p:
+        raise ValueError(f"sequence_parallel={p} does not divide the {world} ranks")
+    dp_rank, dp_size = rank // p, world // p  # data parallel: one draw per group of p ranks
+    total = job.draws_per_step or dp_size
+    if total % dp_size:
+        raise ValueError(f"draws_per_step={total} is not a multiple of the {dp_size} rank groups")
     config = TrainConfig(**{k: tuple(v) if k == "betas" else v for k, v in job.config.items()})
     base = build_model(job, device, rank, world)
     dm = base.diffusion_model
@@ -295,6 +312,19 @@ def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> 
     adapter = DeTAdapter.load(os.path.join(job_dir, ADAPTER_FILE))
     runtime = DeTRuntime(adapter, {k: adapter.indices(k) for k in arch.kinds}, 1.0, config.feature_block())
     install(dm, forward_patches(dm, runtime, "train"))
+    options = {}
+    if p > 1:
+        import torch.distributed as dist
+
+        from .sequence_parallel import SequenceParallel
+
+        if config.feature_block() is not None:
+            raise ValueError("sequence parallel computes the tracking loss on the predicted latent: set "
+                             "tracking_features to x0")
+        groups = [dist.new_group(list(range(g * p, (g + 1) * p))) for g in range(dp_size)]  # every rank makes all
+        sp = SequenceParallel(groups[dp_rank], rank % p, p, arch, runtime)
+        sp.install(dm)
+        options = {"transformer_options": sp.transformer_options()}
     inputs = load_file(os.path.join(job_dir, INPUTS_FILE))
     x0 = inputs["latent"].to(device)
     cond = dict(job.cond_values)
@@ -321,7 +351,7 @@ def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> 
         save_checkpoint_files(adapter, job.out_path, step, opt_state_dict, logs)
 
     def predict_x0(x_t, sigma):
-        return base.apply_model(x_t, sigma, **cond)
+        return base.apply_model(x_t, sigma, **cond, **options)
 
     result = train_adapter(adapter, predict_x0, base.model_sampling, x0, config, runtime=runtime, tracks=tracks,
                            start_step=adapter.meta.steps, optimizer_state=opt_state,
@@ -329,8 +359,8 @@ def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> 
                            should_stop=(lambda: os.path.exists(stop_path) or not _alive(job.watch_pid))
                            if rank == 0 else None,
                            autocast_dtype=DTYPES[job.autocast] if job.autocast else None,
-                           offload_activations=job.offload_activations, draws=tuple(range(rank, total, world)),
-                           total_draws=total,
+                           offload_activations=job.offload_activations, draws=tuple(range(dp_rank, total, dp_size)),
+                           total_draws=total, replicas=p,
                            all_reduce=_all_reduce(device) if world > 1 else None)
     if rank == 0:
         with open(progress_path, "a") as f:
@@ -340,24 +370,19 @@ def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0].startswith("-"):
+    if not argv or any(a.startswith("-") for a in argv):
         print(__doc__, file=sys.stderr)
         return 2
-    job_dir = argv[0]
-    rank = os.environ.get("RANK", "0")
     try:
-        read_job(job_dir)
+        for d in argv:
+            read_job(d)
     except (OSError, ValueError) as e:
         print(f"[DeT] {e}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    try:
-        code = run_job(job_dir)
-    except BaseException as e:  # noqa: BLE001 - every failure is written where the launcher reads it
-        with open(os.path.join(job_dir, f"error_rank{rank}.txt"), "w") as f:
-            f.write(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
-        raise
-    print(f"[DeT] rank {rank}: done in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    code = run_jobs(argv)
+    print(f"[DeT] rank {os.environ.get('RANK', '0')}: {len(argv)} job(s) done in {time.monotonic() - t0:.1f} s",
+          file=sys.stderr)
     return code
 
 

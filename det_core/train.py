@@ -240,6 +240,8 @@ class _Steps:
     """Draws per step over all processes: each draw's loss counts 1/total_draws."""
     all_reduce: Callable[[torch.Tensor], None] | None = None
     """Sums a tensor over the processes in place (several ranks); None in one process."""
+    replicas: int = 1
+    """How many ranks compute each draw together (sequence parallel): each reports the draw's whole loss."""
 
     def draw(self, step: int, draw: int, device) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(sigma, noise, timestep) of one draw of 0-based `step`, seeded by (seed, step, draw)."""
@@ -277,6 +279,7 @@ class _Steps:
         # 3. over ranks: the losses (every rank sees the same, so all stop together), then the gradients
         if self.all_reduce is not None:
             self.all_reduce(stats)
+        stats /= self.replicas
         mean = stats[0].item() / self.total_draws
         if not math.isfinite(mean):
             raise FloatingPointError(f"DeT training: the loss became {mean} at step {step + 1}; lower the learning "
@@ -317,12 +320,14 @@ def train_adapter(
     draws: tuple[int, ...] = (0,),
     total_draws: int = 1,
     all_reduce: Callable[[torch.Tensor], None] | None = None,
+    replicas: int = 1,
 ) -> TrainResult:
     """Train `adapter` (in place) from `start_step` to `config.steps`; see the module doc for one step.
 
     Several ranks (det_core.dist_train) each pass their own `draws`, `total_draws` = the draws of all ranks and an
     `all_reduce` that sums over them: the gradients are summed before the update, so every rank's adapter stays the
-    same, and one process with all the draws computes the same steps. `should_stop` is asked on every rank; the run
+    same, and one process with all the draws computes the same steps. With sequence parallel, `replicas` ranks
+    share each draw (det_core.sequence_parallel): each holds part of the video tokens and reports the whole loss. `should_stop` is asked on every rank; the run
     stops when any rank says so."""
     check_training(latents, config, start_step, runtime, tracks)
     params = list(adapter.parameters())
@@ -333,7 +338,7 @@ def train_adapter(
         optimizer.load_state_dict(optimizer_state)
     steps = _Steps(params, optimizer, sampling.sigmas.detach().to(device=latents.device, dtype=torch.float32).clone(),
                    allowed_sigmas(sampling, config), predict_x0, sampling, latents, config, runtime, tracks,
-                   autocast_dtype, offload_activations, tuple(draws), total_draws, all_reduce)
+                   autocast_dtype, offload_activations, tuple(draws), total_draws, all_reduce, replicas)
     result = TrainResult(steps_done=start_step)
     saved_at, diverged = start_step, False
     adapter.train()

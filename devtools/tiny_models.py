@@ -34,6 +34,8 @@ _WAN = dict(model_type="t2v", patch_size=(1, 2, 2), text_len=512, freq_dim=256, 
             qk_norm=True, cross_attn_norm=True, eps=1e-6, dim=256, ffn_dim=512, num_heads=2, num_layers=2)
 TINY_WAN21 = dict(_WAN, in_dim=16, out_dim=16)
 TINY_WAN22_5B = dict(_WAN, in_dim=48, out_dim=48)
+TINY_HV_TWO_HEADS = dict(TINY_HV, hidden_size=256, num_heads=2)
+"""The tiny HunyuanVideo with two heads, for sequence parallel over 2 ranks (which splits the heads)."""
 TINY = {"hunyuan_video": TINY_HV, "hunyuan_video_15": TINY_HV15, "wan21": TINY_WAN21, "wan22_ti2v": TINY_WAN22_5B}
 """Tiny configuration per architecture (det_core.arch names)."""
 TINY_FILES = {"hunyuan_video": TINY_HV_FILE, "hunyuan_video_15": "det_tiny_hunyuan_video_15.safetensors",
@@ -44,15 +46,16 @@ high-noise expert is TINY_FILES['wan21']."""
 TEXT_WIDTH = {"hunyuan_video": TINY_TEXT_DIM, "hunyuan_video_15": TINY_TEXT_DIM, "wan21": 4096, "wan22_ti2v": 4096}
 
 
-def tiny_state_dict(arch_name: str = "hunyuan_video", seed: int = 0) -> dict[str, torch.Tensor]:
-    """Seeded random weights for ComfyUI's transformer of `arch_name` at its tiny config, with ComfyUI's key
-    names."""
+def tiny_state_dict(arch_name: str = "hunyuan_video", seed: int = 0, config: dict | None = None) -> dict[str, torch.Tensor]:
+    """Seeded random weights for ComfyUI's transformer of `arch_name` at its tiny config (or `config`), with
+    ComfyUI's key names."""
     import comfy.ops
 
     from det_core.arch import arch_named, transformer_class
 
     cls = transformer_class(arch_named(arch_name))
-    model = cls(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu", **TINY[arch_name])
+    model = cls(operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu",
+                **(config or TINY[arch_name]))
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for name, p in sorted(model.state_dict().items()):
@@ -71,15 +74,17 @@ def tiny_hunyuan_video_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return tiny_state_dict("hunyuan_video", seed)
 
 
-def write_tiny(arch_name: str, path: str, seed: int = 0) -> str:
-    """The tiny model of `arch_name` saved as its release names its weights (ComfyUI's stock loader detects it)."""
+def write_tiny(arch_name: str, path: str, seed: int = 0, config: dict | None = None) -> str:
+    """The tiny model of `arch_name` (at `config`, default its TINY entry) saved as its release names its weights
+    (ComfyUI's stock loader detects it)."""
     from safetensors.torch import save_file
 
-    sd = tiny_state_dict(arch_name, seed)
+    config = config or TINY[arch_name]
+    sd = tiny_state_dict(arch_name, seed, config)
     if arch_name.startswith("hunyuan_video"):
         from miniworld.model import to_original  # the original release's key names, checked by round trip
 
-        sd = to_original(sd, TINY[arch_name])
+        sd = to_original(sd, config)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     save_file(sd, path, metadata={"det.test": f"tiny random {arch_name}", "seed": str(seed)})
     return path
