@@ -18,7 +18,9 @@ import folder_paths
 
 from ..det_core import dist_train
 from ..det_core.adapter import DeTAdapter
+from ..det_core.arch import arch_of, patch_size
 from ..det_core.comfy_models import model_conds
+from ..det_core.sequence_parallel import check_degree
 from ..det_core.train import StepLog
 
 log = logging.getLogger("DeT")
@@ -33,12 +35,25 @@ def ranks_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def check_request(model, gpus: int, model_file: str, swap_blocks: int) -> str | None:
+def check_request(model, gpus: int, model_file: str, swap_blocks: int, sequence_parallel: int = 1,
+                  samples: torch.Tensor | None = None, config=None) -> str | None:
     """The model file for a gpus > 1 request (None for gpus 1), or a ValueError saying what to change."""
-    if not isinstance(gpus, int) or gpus < 1:
-        raise ValueError(f"gpus={gpus!r}: give a whole number, 1 or more")
+    for name, value in (("gpus", gpus), ("sequence_parallel", sequence_parallel)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}: give a whole number, 1 or more")
     if gpus == 1:
+        if sequence_parallel != 1:
+            raise ValueError(f"sequence_parallel={sequence_parallel} needs as many GPUs at least: set gpus")
         return None
+    if gpus % sequence_parallel:
+        raise ValueError(f"sequence_parallel={sequence_parallel} does not divide gpus={gpus}")
+    if sequence_parallel > 1:
+        dm = model.model.diffusion_model
+        rows = -(-samples.shape[3] // patch_size(dm)[1])
+        check_degree(sequence_parallel, int(dm.num_heads), rows, arch_of(model).label)
+        if config is not None and config.feature_block() is not None:
+            raise ValueError("sequence_parallel computes the tracking loss on the predicted latent: set "
+                             "tracking_features to x0")
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if have == 0 and os.environ.get(CPU_RANKS_ENV) == "1":
         have = os.cpu_count() or 1
@@ -87,7 +102,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
     raise ValueError(f"the model's weights are {dtype}, which the worker processes cannot load; use gpus=1")
 
 
-def write(run, gpus: int, model_path: str) -> str:
+def write(run, gpus: int, model_path: str, sequence_parallel: int = 1) -> str:
     """The job folder for this run (in ComfyUI's temp folder)."""
     base = run.model.model
     samples = run.samples.clone().to(torch.float32)
@@ -105,15 +120,15 @@ def write(run, gpus: int, model_path: str) -> str:
         weight_dtype=_dtype_name(base.diffusion_model.dtype), config=asdict(run.config), out_path=run.out_path,
         optimizer_state=state, history=[asdict(e) for e in run.history],
         autocast="bfloat16" if ranks_device() == "cuda" else None, offload_activations=run.offload_activations,
-        device=ranks_device(), watch_pid=os.getpid())
+        device=ranks_device(), watch_pid=os.getpid(), sequence_parallel=sequence_parallel)
     return dist_train.write_job(job_dir, job, run.adapter, x0, cond, run.tracks)
 
 
-def train(run, gpus: int, model_path: str, progress) -> list[StepLog]:
+def train(run, gpus: int, model_path: str, progress, sequence_parallel: int = 1) -> list[StepLog]:
     """Run the job on `gpus` ranks; forwards each step to `progress(run, logs)`'s callback. Returns the whole loss
     log; `run.adapter` becomes the trained adapter. An interrupt asks the ranks to stop (they save), a failure
     raises with the ranks' errors; the process group never outlives this call."""
-    job_dir = write(run, gpus, model_path)
+    job_dir = write(run, gpus, model_path, sequence_parallel)
     logs: list[StepLog] = list(run.history)
     on_step = progress(run, logs)
     start = run.adapter.meta.steps

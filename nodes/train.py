@@ -144,6 +144,11 @@ class DeTTrainAdapter(io.ComfyNode):
                              tooltip="Train on this many GPUs of this machine with torch.distributed (FSDP2 shards "
                                      "the frozen model per block; each GPU makes its own noise/timestep draw per "
                                      "step). 1: train here, in ComfyUI's process. More than 1 needs model_file."),
+                io.Int.Input("sequence_parallel", default=1, min=1, max=MAX_GPUS, optional=True,
+                             tooltip="For gpus > 1: how many GPUs share each sample, the video split between them by "
+                                     "rows (Ulysses: an all-to-all over heads around attention). It must divide "
+                                     "gpus, the model's heads and the latent's rows of patches. For clips that do "
+                                     "not fit one GPU's memory."),
                 io.Combo.Input("model_file", options=["none", *folder_paths.get_filename_list("diffusion_models")],
                                default="none", optional=True,
                                tooltip="For gpus > 1: the file Load Diffusion Model loaded (the worker processes "
@@ -179,7 +184,8 @@ class DeTTrainAdapter(io.ComfyNode):
                 single_blocks, tracking_weight, tracking_features, feature_block, guidance, warmup_steps, optimizer,
                 seed, output_name, checkpoint_every, overwrite, resume_from, swap_blocks=0, offload_activations=False,
                 tracks=None, caption="", tracking_max_timestep=400.0, memory="auto", vram_budget_gib=0.0,
-                timestep_sampling="uniform", timestep_min=0.0, timestep_max=1000.0, gpus=1, model_file="none"):
+                timestep_sampling="uniform", timestep_min=0.0, timestep_max=1000.0, gpus=1, model_file="none",
+                sequence_parallel=1):
         # 1. check everything before any heavy work
         arch, dm = video_transformer(model)
         check_finite(learning_rate=learning_rate, tracking_weight=tracking_weight, guidance=guidance,
@@ -200,7 +206,8 @@ class DeTTrainAdapter(io.ComfyNode):
                              checkpoint_every=checkpoint_every,
                              tracking_features="x0" if tracking_features == "x0" else feature_block)
         config.check_tracking_gate(tracks is not None)
-        model_path = distributed.check_request(model, gpus, model_file, swap_blocks)
+        model_path = distributed.check_request(model, gpus, model_file, swap_blocks, sequence_parallel, samples,
+                                               config)
         notes: list[str] = []
         latent_tracks = _latent_tracks(tracks, samples, arch.spatial_compression, notes)
         # 2. the adapter: new, or the one to resume with its optimizer state and loss log
@@ -228,7 +235,7 @@ class DeTTrainAdapter(io.ComfyNode):
             notes.insert(0, f"{arch.label}: {arch.caution}")
         # 3. train on a patched clone of the model
         if gpus > 1:
-            logs = distributed.train(run, gpus, model_path, _progress)
+            logs = distributed.train(run, gpus, model_path, _progress, sequence_parallel)
             adapter = run.adapter
         else:
             logs = _train_on_clone(run)

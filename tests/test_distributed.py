@@ -25,7 +25,8 @@ from det_core.train import TrainConfig
 from det_graphs import base_nodes, train_node
 from det_tools.client import PromptExecutionError, PromptInterrupted
 from test_adapter import randomised
-from devtools.tiny_models import TEXT_WIDTH, TINY_HV_FILE, TINY_HV_TWO_HEADS, write_tiny
+from test_archs import arch_models, train_graph  # noqa: F401 (arch_models: a fixture)
+from devtools.tiny_models import TEXT_WIDTH, TINY_FILES, TINY_HV_FILE, TINY_HV_TWO_HEADS, write_tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCHS = ["hunyuan_video", "hunyuan_video_15", "wan21", "wan22_ti2v"]
@@ -215,3 +216,26 @@ def test_bad_distributed_requests_are_refused_by_name(comfy, comfy_base, overrid
     with pytest.raises(PromptExecutionError, match=message):
         comfy.run(g)
     assert set(glob.glob(os.path.join(comfy_base, "temp", "det_jobs", "*"))) == before  # no job was started
+
+
+def test_sequence_parallel_through_the_server_and_what_it_refuses(comfy, arch_models, input_dir):
+    """HunyuanVideo 1.5 (2 heads, 6 rows of patches) trains on 2 ranks that share each sample; degrees that do not
+    divide the heads (the 1-head tiny HunyuanVideo), the rows (Wan's 3) or the GPUs are refused by name."""
+    g = train_graph("hunyuan_video_15", input_dir, tracks=False, output_name="hv15_sp", steps=3, overwrite=True,
+                    gpus=2, sequence_parallel=2, model_file=TINY_FILES["hunyuan_video_15"])
+    result = comfy.run(g, timeout=600)
+    assert [d["step"] for t, d in result.messages if t == "det.train"] == [1, 2, 3]
+    assert DeTAdapter.load(os.path.join(arch_models, "hv15_sp.safetensors")).meta.steps == 3
+    for arch_name, overrides, message in (
+            ("wan21", {}, r"sequence_parallel=2 does not divide the latent's 3 token rows"),
+            ("hunyuan_video_15", {"gpus": 2, "sequence_parallel": 3}, "sequence_parallel=3 does not divide gpus=2"),
+            ("hunyuan_video_15", {"tracking_features": "block"}, "set tracking_features to x0")):
+        settings = dict(gpus=2, sequence_parallel=2, model_file=TINY_FILES[arch_name])
+        settings.update(overrides)
+        g = train_graph(arch_name, input_dir, tracks=False, output_name="sp_bad", steps=2, overwrite=True,
+                        **settings)
+        with pytest.raises(PromptExecutionError, match=message):
+            comfy.run(g)
+    g = graph("sp_bad", 2, overwrite=True, sequence_parallel=2)  # the tiny HunyuanVideo has one head
+    with pytest.raises(PromptExecutionError, match=r"sequence_parallel=2 does not divide the 1 attention heads"):
+        comfy.run(g)
