@@ -251,6 +251,10 @@ class Measurement:
     sample_activation_bytes: int
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    gpus: int = 1
+    """Ranks training together (det_core.dist_train): the base is sharded over them with FSDP2."""
+    sequence_parallel: int = 1
+    """Ranks sharing each sample: the shape measured is one rank's band of rows (see `plan_for_ranks`)."""
 
 
 def _weights(model) -> tuple[int, int, list[int], list[int]]:
@@ -378,13 +382,23 @@ class Setting:
         return ", ".join(parts)
 
 
+FSDP_BLOCKS_IN_FLIGHT = 2
+"""Blocks whose FSDP2 shards are gathered at once on a rank (the one running and the one prefetched)."""
+
+
 def predict(m: Measurement, s: Setting) -> dict:
-    """Predicted peak GiB of a training and a sampling step under setting `s`, split into parts."""
+    """Predicted peak GiB of a training and a sampling step under setting `s`, split into parts (per rank when the
+    measurement is for several ranks)."""
     fp8 = s.weights == "fp8_e4m3fn"
     blocks = m.block_bytes_fp8 if fp8 else m.block_bytes_bf16
-    swap = min(s.swap_blocks, len(blocks))
-    in_flight = max(m.block_bytes_bf16[:swap], default=0)
-    weights = (m.weight_bytes_fp8 if fp8 else m.weight_bytes_bf16) - sum(blocks[:swap]) + in_flight
+    total = m.weight_bytes_fp8 if fp8 else m.weight_bytes_bf16
+    if m.gpus > 1:  # FSDP2: each rank keeps 1/N of every block, the gathered blocks in flight, the rest whole
+        rest = total - sum(blocks)
+        weights = rest + sum(blocks) / m.gpus + FSDP_BLOCKS_IN_FLIGHT * max(blocks, default=0)
+    else:
+        swap = min(s.swap_blocks, len(blocks))
+        in_flight = max(m.block_bytes_bf16[:swap], default=0)
+        weights = total - sum(blocks[:swap]) + in_flight
     moments = 2 if s.optimizer == "adamw8bit" else 8
     adapter = m.adapter_parameters * (4 + 4 + moments)
     # the measured peak (in backward, before the first optimizer step made any moments; the adapter's weights are
@@ -394,7 +408,7 @@ def predict(m: Measurement, s: Setting) -> dict:
         activations = max(0, activations - m.parked_bytes) + 2 * m.parked_max_bytes
     allowance = CONTEXT_GIB * GIB + FRAGMENTATION * activations
     train = weights + adapter + activations + allowance
-    sample_weights = m.weight_bytes_fp8 if fp8 else m.weight_bytes_bf16
+    sample_weights = total if m.gpus == 1 else weights
     sample_allowance = CONTEXT_GIB * GIB + FRAGMENTATION * m.sample_activation_bytes
     sample = sample_weights + m.adapter_parameters * 4 + m.sample_activation_bytes + sample_allowance
     g = lambda b: round(b / GIB, 2)  # noqa: E731
@@ -408,7 +422,7 @@ def predict(m: Measurement, s: Setting) -> dict:
 
 def settings(m: Measurement) -> list[Setting]:
     n = len(m.block_bytes_bf16)
-    swaps = sorted({min(k, n) for k in SWAP_CHOICES})
+    swaps = sorted({min(k, n) for k in SWAP_CHOICES}) if m.gpus == 1 else [0]  # FSDP2 shards instead of swapping
     return [Setting(w, k, off, opt) for w in ("bf16", "fp8_e4m3fn") for k in swaps for off in (False, True)
             for opt in ("adamw", "adamw8bit")]
 
@@ -441,16 +455,39 @@ def what_would_fit(m: Measurement, budget_gib: float) -> str:
 _CACHE: dict[str, Measurement] = {}
 
 
+def rank_shape(shape: Shape, arch: Arch, config: dict, sequence_parallel: int) -> Shape:
+    """The shape one rank runs with `sequence_parallel` ranks per sample: its band of the latent's rows (the
+    all-to-all gives its attention all the tokens of 1/P of the heads, the same size as its band of all heads)."""
+    if sequence_parallel == 1:
+        return shape
+    from .sequence_parallel import check_degree
+
+    patch = int(config["patch_size"][1])
+    rows = shape.latent[1] // patch
+    check_degree(sequence_parallel, int(config["num_heads"]), rows, arch.label)
+    return Shape(shape.frames, shape.height // sequence_parallel, shape.width, shape.text_tokens, shape.arch)
+
+
+def for_ranks(m: Measurement, gpus: int, sequence_parallel: int) -> Measurement:
+    """The measurement `m` (of one rank's shape) as one of `gpus` ranks."""
+    if gpus < 1 or gpus % sequence_parallel:
+        raise ValueError(f"--gpus {gpus}: give a multiple of --sequence-parallel {sequence_parallel}")
+    m.gpus, m.sequence_parallel = gpus, sequence_parallel
+    return m
+
+
 def auto_setting(arch: Arch, config: dict, shape: Shape, applied: dict[str, list[int]], mid_dim: int,
                  kernel_size: int, budget_gib: float, weights: str, optimizers: tuple[str, ...] = ("adamw",),
-                 log=print) -> dict:
+                 log=print, gpus: int = 1, sequence_parallel: int = 1) -> dict:
     """What Train DeT Adapter's `memory=auto` uses: the fastest setting with the loaded weights' dtype whose
-    predicted training peak fits `budget_gib` with MARGIN_GIB to spare (measured once per model, shape and adapter,
-    then cached), using one of `optimizers`. ValueError, naming what would fit, when none does."""
-    key = json.dumps([arch.name, config, asdict(shape), applied, mid_dim, kernel_size], sort_keys=True, default=str)
+    predicted training peak (per rank, for `gpus` ranks) fits `budget_gib` with MARGIN_GIB to spare (measured once
+    per model, shape and adapter, then cached), using one of `optimizers`. ValueError, naming what would fit, when
+    none does."""
+    local = rank_shape(shape, arch, config, sequence_parallel)
+    key = json.dumps([arch.name, config, asdict(local), applied, mid_dim, kernel_size], sort_keys=True, default=str)
     if key not in _CACHE:
-        _CACHE[key] = measure(arch, config, shape, applied, mid_dim, kernel_size, log=log)
-    m = _CACHE[key]
+        _CACHE[key] = measure(arch, config, local, applied, mid_dim, kernel_size, log=log)
+    m = for_ranks(Measurement(**asdict(_CACHE[key])), gpus, sequence_parallel)
     fits = [predict(m, s) for s in sorted(settings(m), key=preference)
             if s.weights == weights and s.optimizer in optimizers]
     for p in fits:
@@ -528,6 +565,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="GiB of free VRAM to choose settings for (repeatable; default 16, 24, 48, 80)")
     p.add_argument("--json", help="write every setting's prediction here")
     p.add_argument("--comfyui", help="ComfyUI's folder (default: $COMFYUI_DIR or the folder above the pack)")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="ranks training together (Train DeT Adapter's gpus): the peak is per rank, the base sharded "
+                        "over them by FSDP2")
+    p.add_argument("--sequence-parallel", type=int, default=1,
+                   help="ranks sharing each sample (Ulysses); must divide --gpus, the heads and the rows of patches")
     ns = p.parse_args(argv)
     try:
         import_comfy(ns.comfyui)
@@ -538,14 +580,18 @@ def main(argv: list[str] | None = None) -> int:
         first = arch.groups[0]
         count = config["depth"] if arch.transformer == "hunyuan_video" else config["num_layers"]
         blocks = parse_blocks(ns.double_blocks, count, "--double-blocks")
-        m = measure(arch, config, shape, {first.kind: blocks}, mid_dim=ns.mid_dim)
+        local = rank_shape(shape, arch, config, ns.sequence_parallel)
+        m = for_ranks(measure(arch, config, local, {first.kind: blocks}, mid_dim=ns.mid_dim), ns.gpus,
+                      ns.sequence_parallel)
     except (ValueError, FileNotFoundError) as e:
         print(f"[vram] {e}", file=sys.stderr)
         return 2
     t, h, w = m.latent
     print(f"DeT memory plan: {arch.label} {m.parameters / 1e9:.1f} B, {ns.frames} frames at {ns.width}x{ns.height} "
           f"(latent {t}x{h}x{w}), adapters in {len(blocks)} {first.label} ({m.adapter_parameters / 1e6:.1f} M "
-          f"parameters); predictions, not GPU measurements")
+          f"parameters); predictions, not GPU measurements" + (
+              f"; per rank of {ns.gpus} (FSDP2-sharded base, {ns.sequence_parallel} rank(s) per sample, each "
+              f"measured on its band of {local.height} pixel rows)" if ns.gpus > 1 else ""))
     print(table(m))
     budgets = ns.budget or [16.0, 24.0, 48.0, 80.0]
     picks = {}

@@ -220,8 +220,8 @@ class DeTTrainAdapter(io.ComfyNode):
                                                                                                       out_path))
         run = _Run(model, arch, adapter, config, samples, conditioning, guidance, latent_tracks, opt_state, history,
                    swap_blocks, offload_activations, out_path, str(cls.hidden.unique_id), notes)
-        if memory == "auto" and gpus == 1:
-            _auto_memory(run, vram_budget_gib)
+        if memory == "auto":
+            _auto_memory(run, vram_budget_gib, gpus, sequence_parallel)
         adapter.meta.prompt = caption or adapter.meta.prompt
         adapter.meta.tracking_weight = tracking_weight if tracks is not None else 0.0
         adapter.meta.extra.update({"seed": str(seed), "learning_rate": f"{learning_rate:g}",
@@ -284,10 +284,11 @@ class _Run:
     """Bytes the training needs beside the weights (memory=auto asks ComfyUI to make them free)."""
 
 
-def _auto_memory(run: _Run, budget_gib: float) -> None:
+def _auto_memory(run: _Run, budget_gib: float, gpus: int = 1, sequence_parallel: int = 1) -> None:
     """memory=auto: the run's swap_blocks, offload_activations, optimizer and reserve from the planner for its model,
     latent and adapter, fitting the stated budget or the free VRAM; the user's settings on the CPU without a
-    budget."""
+    budget. With gpus > 1 the prediction is per rank (FSDP2-sharded base, one band of rows per rank with sequence
+    parallel), and the budget is the least free VRAM of the GPUs the ranks use."""
     from ..det_core.vram import GIB, Shape, auto_setting, model_arguments
 
     arch, adapter, samples, notes = run.arch, run.adapter, run.samples, run.notes
@@ -297,11 +298,16 @@ def _auto_memory(run: _Run, budget_gib: float) -> None:
         if device.type != "cuda":
             notes.append("memory auto: training on the CPU, no VRAM to plan for; settings as given")
             return
-        # free VRAM plus what loaded models hold: the load asks ComfyUI for the training's room beside the weights
-        # (memory_required), and ComfyUI unloads models until it has it
-        held = sum(m.model_loaded_memory() for m in getattr(mm, "current_loaded_models", [])
-                   if getattr(m, "model", None) is not None and m.device == device)
-        budget_gib = (mm.get_free_memory(device) + held) / GIB
+        if gpus > 1:  # the ranks load their own shards: ComfyUI's models leave the GPUs first
+            mm.unload_all_models()
+            mm.soft_empty_cache()
+            budget_gib = min(torch.cuda.mem_get_info(i)[0] for i in range(gpus)) / GIB
+        else:
+            # free VRAM plus what loaded models hold: the load asks ComfyUI for the training's room beside the
+            # weights (memory_required), and ComfyUI unloads models until it has it
+            held = sum(m.model_loaded_memory() for m in getattr(mm, "current_loaded_models", [])
+                       if getattr(m, "model", None) is not None and m.device == device)
+            budget_gib = (mm.get_free_memory(device) + held) / GIB
     config = model_arguments(arch, run.model.model.model_config.unet_config)
     t, h, w = samples.shape[2:]  # patchable: check_video_latent ran before
     sc = arch.spatial_compression
@@ -319,9 +325,10 @@ def _auto_memory(run: _Run, budget_gib: float) -> None:
         optimizers = (saved_optimizer,)
     pick = auto_setting(arch, config, shape, {k: adapter.indices(k) for k in arch.kinds}, adapter.meta.mid_dim,
                         adapter.meta.kernel_size, budget_gib, "fp8_e4m3fn" if fp8 else "bf16", optimizers,
-                        log=lambda msg: log.info("[DeT] %s", msg))
+                        log=lambda msg: log.info("[DeT] %s", msg), gpus=gpus, sequence_parallel=sequence_parallel)
     s = pick["setting"]
-    message = (f"memory auto ({budget_gib:.1f} GiB): {pick['label']}, predicted training peak "
+    per_rank = f" per rank of {gpus}" if gpus > 1 else ""
+    message = (f"memory auto ({budget_gib:.1f} GiB{per_rank}): {pick['label']}, predicted training peak "
                f"{pick['train_peak_gib']:.1f} GiB")
     log.info("[DeT] %s", message)
     notes.append(message)

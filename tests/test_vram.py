@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from det_core.arch import HUNYUAN_VIDEO, HUNYUAN_VIDEO_13B
-from det_core.vram import Setting, Shape, choose, measure, predict, what_would_fit
+from det_core.vram import Setting, Shape, choose, measure, predict, settings, what_would_fit
 
 GB13 = dict(HUNYUAN_VIDEO_13B)
 
@@ -115,3 +115,30 @@ def test_full_size_step_of_each_architecture(comfy_host, arch_name, size, billio
     assert m.parked_bytes == blocks * tokens * width_c * 2 and m.parked_max_bytes == tokens * width_c * 2
     assert m.train_activation_bytes > m.parked_bytes > m.sample_activation_bytes > 0
     assert choose(m, 80)["setting"]["weights"] == "bf16"
+
+
+def test_per_rank_plan_shards_the_weights_and_bands_the_video(full):
+    """--gpus N: each rank keeps 1/N of every block plus the blocks FSDP2 gathers in flight; --sequence-parallel P:
+    each rank runs its band of H/P rows; degrees that do not divide the heads or the rows are refused by name."""
+    from dataclasses import asdict
+
+    from det_core.vram import FSDP_BLOCKS_IN_FLIGHT, GIB, Measurement, for_ranks, rank_shape
+
+    one = predict(full, Setting())
+    blocks = full.block_bytes_bf16
+    for n in (2, 8):
+        ranks = for_ranks(Measurement(**asdict(full)), n, 1)
+        assert [s.swap_blocks for s in settings(ranks)] == [0] * len(settings(ranks))  # sharding, not swapping
+        p = predict(ranks, Setting())
+        expected = full.weight_bytes_bf16 - sum(blocks) + sum(blocks) / n + FSDP_BLOCKS_IN_FLIGHT * max(blocks)
+        assert p["train"]["weights_gib"] == pytest.approx(expected / GIB, abs=0.01)
+        assert p["train"]["activations_gib"] == one["train"]["activations_gib"]  # the same sample on every rank
+    assert predict(for_ranks(Measurement(**asdict(full)), 8, 1), Setting())["train_peak_gib"] < \
+        one["train_peak_gib"] / 2
+    assert rank_shape(Shape(49, 480, 720), HUNYUAN_VIDEO, GB13, 2).latent == (13, 30, 90)
+    with pytest.raises(ValueError, match="sequence_parallel=5 does not divide the 24 attention heads"):
+        rank_shape(Shape(49, 480, 720), HUNYUAN_VIDEO, GB13, 5)
+    with pytest.raises(ValueError, match="does not divide the latent's 30 token rows"):
+        rank_shape(Shape(49, 480, 720), HUNYUAN_VIDEO, GB13, 4)
+    with pytest.raises(ValueError, match="--gpus 3: give a multiple of --sequence-parallel 2"):
+        for_ranks(Measurement(**asdict(full)), 3, 2)
