@@ -13,70 +13,26 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from det_core import dist_train
-from det_core.adapter import AdapterMeta, DeTAdapter
-from det_core.train import TrainConfig
+from det_core.adapter import DeTAdapter
 from det_graphs import base_nodes, train_node
 from det_tools.client import PromptExecutionError, PromptInterrupted
-from test_adapter import randomised
 from test_archs import arch_models, train_graph  # noqa: F401 (arch_models: a fixture)
-from devtools.tiny_models import TEXT_WIDTH, TINY_FILES, TINY_HV_FILE, TINY_HV_TWO_HEADS, write_tiny
+from devtools.dist_jobs import step_log, tiny_job, torchrun
+from devtools.tiny_models import TINY_FILES, TINY_HV_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCHS = ["hunyuan_video", "hunyuan_video_15", "wan21", "wan22_ti2v"]
 
 
-def make_job(comfy_host, folder, arch_name, draws_per_step=0, steps=3, sequence_parallel=1):
-    """A job for the tiny model of `arch_name` (HunyuanVideo: with two heads, which sequence parallel over 2 ranks
-    splits): random reference latent and tracks, a fresh adapter on every block."""
-    import comfy.sd
-
-    from det_core.arch import arch_of, block_counts, hidden_size
-    from det_core.comfy_models import model_conds
-    from det_core.tracking_loss import LatentTracks
-
-    model_file = os.path.join(os.path.dirname(folder), f"{arch_name}.safetensors")
-    if not os.path.exists(model_file):
-        write_tiny(arch_name, model_file, seed=0, config=TINY_HV_TWO_HEADS if arch_name == "hunyuan_video" else None)
-    patcher = comfy.sd.load_diffusion_model(model_file)
-    base, arch = patcher.model, arch_of(patcher)
-    g = torch.Generator().manual_seed(0)
-    x0 = base.process_latent_in(torch.randn(1, arch.latent_channels, 3, 4, 4, generator=g))
-    conditioning = [[torch.randn(1, 5, TEXT_WIDTH[arch_name], generator=g),
-                     {"pooled_output": torch.randn(1, 768, generator=g)}]]
-    cond = model_conds(base, conditioning, 6.0, x0, arch.spatial_compression)
-    tracks = LatentTracks(torch.rand(3, 6, 2, generator=g), (torch.rand(3, 6, generator=g) > 0.2).float(),
-                          torch.arange(3))
-    dm = base.diffusion_model
-    adapter = DeTAdapter(AdapterMeta(channels=hidden_size(arch, dm), mid_dim=8, kernel_size=3,
-                                     blocks={k: list(range(n)) for k, n in block_counts(arch, dm).items()},
-                                     base_model=arch.name))
-    # random up-projections too (a new adapter's are zero): every weight gets a gradient well above AdamW's eps,
-    # whose division would otherwise magnify float32 rounding in near-zero gradients
-    randomised(adapter, seed=1, std=0.05)
-    # tracking on every step (gate 1000), so both losses reach the gradients
-    config = TrainConfig(steps=steps, learning_rate=1e-3, seed=5, checkpoint_every=0, tracking_max_timestep=1000.0)
-    job = dist_train.Job(comfy_dir=comfy_host, model_file=model_file, weight_dtype="float32", config=asdict(config),
-                         out_path=os.path.join(folder, "out.safetensors"), device="cpu",
-                         draws_per_step=draws_per_step, sequence_parallel=sequence_parallel)
-    return dist_train.write_job(folder, job, adapter, x0, cond, tracks)
-
-
-def torchrun(job_dir, ranks, timeout=300):
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    return subprocess.run(dist_train.launch_command(job_dir, ranks), cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def losses(job_dir):
-    lines, _ = dist_train.read_progress(job_dir)
-    return [(e["loss"], e["track"]) for e in lines if "step" in e]
+    return [(e["loss"], e["track"]) for e in step_log(job_dir)]
+
 
 
 def same_training(one, two, start_of):
@@ -98,10 +54,10 @@ def test_two_ranks_train_what_one_process_trains_sharded_and_sequence_parallel(c
     """FSDP2 with one draw per rank against one process with both draws; then sequence parallel (the 2 ranks share
     each draw, the video split by space) against one process with one draw. The two 2-rank jobs run in one
     torchrun launch."""
-    one_dp = make_job(comfy_host, str(tmp_path / "one_dp"), arch_name, draws_per_step=2)
-    one_sp = make_job(comfy_host, str(tmp_path / "one_sp"), arch_name, draws_per_step=1)
-    two_dp = make_job(comfy_host, str(tmp_path / "two_dp"), arch_name)
-    two_sp = make_job(comfy_host, str(tmp_path / "two_sp"), arch_name, sequence_parallel=2)
+    one_dp = tiny_job(comfy_host, str(tmp_path / "one_dp"), arch_name, draws_per_step=2)
+    one_sp = tiny_job(comfy_host, str(tmp_path / "one_sp"), arch_name, draws_per_step=1)
+    two_dp = tiny_job(comfy_host, str(tmp_path / "two_dp"), arch_name)
+    two_sp = tiny_job(comfy_host, str(tmp_path / "two_sp"), arch_name, sequence_parallel=2)
     assert dist_train.main([one_dp, one_sp]) == 0  # one process (ComfyUI's loader, no FSDP)
     run = torchrun([two_dp, two_sp], 2)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -112,7 +68,7 @@ def test_two_ranks_train_what_one_process_trains_sharded_and_sequence_parallel(c
 
 def test_a_job_folder_runs_from_a_shell_and_says_what_is_wrong(comfy_host, tmp_path):
     """The worker without ComfyUI's server: `python -m det_core.dist_train JOB` on one process, and its errors."""
-    job = make_job(comfy_host, str(tmp_path / "job"), "hunyuan_video", steps=2)
+    job = tiny_job(comfy_host, str(tmp_path / "job"), "hunyuan_video", steps=2)
     run = subprocess.run([sys.executable, "-m", "det_core.dist_train", job], cwd=ROOT, capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
