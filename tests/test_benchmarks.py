@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ["gpu", "torch", "shapes", "step_s_a", "step_s_b", "step_s_c", "peak_gib_a", "peak_gib_b", "peak_gib_c",
         "speedup_b_over_a", "seconds_500_steps", "lowvram_peak_gib", "mfu_b", "inference_overhead_pct"]
@@ -22,3 +24,20 @@ def test_gpu_benchmark_tiny_mode(tmp_path):
     assert result["seconds_500_steps"] == 500 * result["step_s_b"]
     assert result["shapes"]["img_tokens"] == 5 * 4 * 6
     assert "(c) low VRAM: fp8 base, 1 blocks streamed" in done.stdout
+
+
+def test_distributed_scaling_benchmark_on_two_cpu_ranks(tmp_path):
+    """1 process with 2 draws, 2 FSDP2 ranks with 1 draw each, 2 sequence-parallel ranks sharing 1 draw: the first
+    two train on the same draws, so their last losses agree; the backend is named."""
+    out = tmp_path / "scaling.json"
+    done = subprocess.run([sys.executable, "benchmarks/distributed_scaling.py", "--ranks", "2", "--steps", "3",
+                           "--latent", "3", "4", "4", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.load(open(out))
+    assert result["backend"] == "gloo" and "backend gloo" in done.stdout
+    one, fsdp, sp = result["runs"]
+    assert (one["ranks"], fsdp["ranks"], sp["ranks"]) == (1, 2, 2)
+    assert (one["draws_per_step"], fsdp["draws_per_step"], sp["draws_per_step"]) == (2, 2, 1)
+    assert fsdp["last_loss"] == pytest.approx(one["last_loss"], rel=1e-5)
+    assert all(r["seconds_per_step"] > 0 and math.isfinite(r["seconds_per_step"]) for r in result["runs"])
