@@ -408,16 +408,20 @@ def predict(m: Measurement, s: Setting) -> dict:
         activations = max(0, activations - m.parked_bytes) + 2 * m.parked_max_bytes
     allowance = CONTEXT_GIB * GIB + FRAGMENTATION * activations
     train = weights + adapter + activations + allowance
-    sample_weights = total if m.gpus == 1 else weights
+    sample_weights = total
     sample_allowance = CONTEXT_GIB * GIB + FRAGMENTATION * m.sample_activation_bytes
     sample = sample_weights + m.adapter_parameters * 4 + m.sample_activation_bytes + sample_allowance
     g = lambda b: round(b / GIB, 2)  # noqa: E731
-    return {"setting": asdict(s), "label": s.label(), "train_peak_gib": g(train), "sample_peak_gib": g(sample),
+    if m.gpus > 1:  # sampling runs in ComfyUI's process on one GPU (plan it with --gpus 1)
+        sample = None
+    return {"setting": asdict(s), "label": s.label(), "train_peak_gib": g(train),
+            "sample_peak_gib": None if sample is None else g(sample),
             "train_beside_weights_gib": g(train - weights),
             "train": {"weights_gib": g(weights), "adapter_and_optimizer_gib": g(adapter),
                       "activations_gib": g(activations), "allowance_gib": g(allowance)},
-            "sample": {"weights_gib": g(sample_weights + m.adapter_parameters * 4),
-                       "activations_gib": g(m.sample_activation_bytes), "allowance_gib": g(sample_allowance)}}
+            "sample": None if sample is None else {
+                "weights_gib": g(sample_weights + m.adapter_parameters * 4),
+                "activations_gib": g(m.sample_activation_bytes), "allowance_gib": g(sample_allowance)}}
 
 
 def settings(m: Measurement) -> list[Setting]:
@@ -514,7 +518,7 @@ def table(m: Measurement) -> str:
         tr = p["train"]
         lines.append(f"{p['label']:34s} {p['train_peak_gib']:9.1f} {tr['weights_gib']:8.1f} "
                      f"{tr['adapter_and_optimizer_gib']:8.2f} {tr['activations_gib']:8.1f} {tr['allowance_gib']:7.1f} "
-                     f"{p['sample_peak_gib']:10.1f}")
+                     + (f"{p['sample_peak_gib']:10.1f}" if p["sample_peak_gib"] is not None else f"{'-':>10s}"))
     eight = predict(m, Setting(optimizer="adamw8bit"))["train"]["adapter_and_optimizer_gib"]
     thirty_two = predict(m, Setting())["train"]["adapter_and_optimizer_gib"]
     lines.append(f"(8-bit AdamW: adapter and optimizer {eight:.2f} GiB instead of {thirty_two:.2f} GiB)")
