@@ -102,7 +102,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
     raise ValueError(f"the model's weights are {dtype}, which the worker processes cannot load; use gpus=1")
 
 
-def write(run, gpus: int, model_path: str, sequence_parallel: int = 1) -> str:
+def write(run, model_path: str, sequence_parallel: int = 1) -> str:
     """The job folder for this run (in ComfyUI's temp folder)."""
     base = run.model.model
     samples = run.samples.clone().to(torch.float32)
@@ -128,7 +128,10 @@ def train(run, gpus: int, model_path: str, progress, sequence_parallel: int = 1)
     """Run the job on `gpus` ranks; forwards each step to `progress(run, logs)`'s callback. Returns the whole loss
     log; `run.adapter` becomes the trained adapter. An interrupt asks the ranks to stop (they save), a failure
     raises with the ranks' errors; the process group never outlives this call."""
-    job_dir = write(run, gpus, model_path, sequence_parallel)
+    job_dir = write(run, model_path, sequence_parallel)
+    if ranks_device() == "cuda":  # the ranks load their own shards: ComfyUI's models leave the GPUs first
+        mm.unload_all_models()
+        mm.soft_empty_cache()
     logs: list[StepLog] = list(run.history)
     on_step = progress(run, logs)
     start = run.adapter.meta.steps
@@ -210,6 +213,6 @@ def _exit_lines(job_dir: str) -> str:
             text = f.read()
     except OSError:
         return "no log"
-    keep = [ln.strip() for ln in text.splitlines() if "exitcode" in ln or "Signal" in ln or "rank" in ln.lower()
-            and "error" in ln.lower()]
+    keep = [ln.strip() for ln in text.splitlines()
+            if "exitcode" in ln or "Signal" in ln or ("rank" in ln.lower() and "error" in ln.lower())]
     return "; ".join(keep[:4]) or "a rank ended without saying why"
