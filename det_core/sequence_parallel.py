@@ -117,6 +117,9 @@ class SequenceParallel:
     """The full token grid (T, H, W) of the forward in progress."""
     pending: int = 0
     """Video attention calls announced by the pre-hooks and not yet run."""
+    heads: int = 0
+    patch: tuple[int, int, int] = (1, 1, 1)
+    """The transformer's heads and patch size (read by `install`)."""
     handles: list = field(default_factory=list)
 
     @property
@@ -133,7 +136,7 @@ class SequenceParallel:
 
     def _start(self, module, args):
         """The transformer's input latent B C T H W: the full token grid of this forward (patches, padded up)."""
-        x, patch = args[0], self._patch
+        x, patch = args[0], self.patch
         self.grid = tuple(-(-x.shape[2 + i] // patch[i]) for i in range(3))
         check_degree(self.degree, self.heads, self.grid[1], self.arch.label)
         self.pending = 0
@@ -215,8 +218,8 @@ class SequenceParallel:
     def install(self, dm) -> None:
         """Hook this rank into transformer `dm` (removed by `remove`)."""
         arch = self.arch
-        self.heads = int(getattr(dm, "num_heads"))
-        self._patch = tuple(getattr(dm, "patch_size"))
+        self.heads = int(dm.num_heads)
+        self.patch = tuple(dm.patch_size)
         embed = getattr(dm, arch.patch_embed)
         h = self.handles
         h.append(dm.register_forward_pre_hook(self._start))
