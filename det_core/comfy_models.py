@@ -20,7 +20,7 @@ def use_comfy(host_dir: str) -> None:
         args.cpu = True
 
 
-def flow_sampling(shift: float = 7.0, model_config=None):
+def flow_sampling(shift: float = 7.0, model_config=None, multiplier: float = 1000):
     """ComfyUI's discrete flow-matching sampling object (what ModelSamplingSD3 sets) with this shift."""
     import comfy.model_sampling as ms
 
@@ -28,7 +28,7 @@ def flow_sampling(shift: float = 7.0, model_config=None):
         pass
 
     sampling = FlowSampling(model_config)
-    sampling.set_parameters(shift=shift, multiplier=1000)
+    sampling.set_parameters(shift=shift, multiplier=multiplier)
     return sampling
 
 

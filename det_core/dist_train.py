@@ -71,6 +71,10 @@ class Job:
     draws_per_step: int = 0
     """(noise, timestep) draws per step over all ranks; 0 = one per rank. Rank r makes draws r, r + N, ... of each
     step, so one process with `draws_per_step` N computes what N ranks compute."""
+    flow_shift: float | None = None
+    """The flow-matching shift of the model's sampling (the MODEL's, ModelSamplingSD3 included); None: the model
+    config's own."""
+    flow_multiplier: float = 1000.0
     sequence_parallel: int = 1
     """Ranks that share each draw, the video tokens split between them by space (det_core.sequence_parallel)."""
     device: str = "cuda"
@@ -307,6 +311,10 @@ def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> 
         raise ValueError(f"draws_per_step={total} is not a multiple of the {dp_size} rank groups")
     config = TrainConfig(**{k: tuple(v) if k == "betas" else v for k, v in job.config.items()})
     base = build_model(job, device, rank, world)
+    if job.flow_shift is not None:  # the noise levels the one-GPU path draws from
+        from .comfy_models import flow_sampling
+
+        base.model_sampling = flow_sampling(job.flow_shift, base.model_config, job.flow_multiplier)
     dm = base.diffusion_model
     arch = _arch(base)
     adapter = DeTAdapter.load(os.path.join(job_dir, ADAPTER_FILE))

@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny_job(comfy_dir: str, folder: str, arch_name: str, draws_per_step: int = 0, steps: int = 3,
              sequence_parallel: int = 1, latent: tuple[int, int, int] = (3, 4, 4), config: dict | None = None,
-             device: str = "cpu") -> str:
+             device: str = "cpu", flow_shift: float | None = None) -> str:
     """A job folder for a tiny model of `arch_name` (HunyuanVideo: two heads, which sequence parallel over 2 ranks
     splits; `config` for another size), written beside `folder`: a seeded reference latent and tracks, and an
     adapter on every block with random weights (a new adapter's up-projections are zero: random ones give every
@@ -57,7 +57,8 @@ def tiny_job(comfy_dir: str, folder: str, arch_name: str, draws_per_step: int = 
     train = TrainConfig(steps=steps, learning_rate=1e-3, seed=5, checkpoint_every=0, tracking_max_timestep=1000.0)
     job = dist_train.Job(comfy_dir=comfy_dir, model_file=model_file, weight_dtype="float32", config=asdict(train),
                          out_path=os.path.join(folder, "out.safetensors"), device=device,
-                         draws_per_step=draws_per_step, sequence_parallel=sequence_parallel)
+                         draws_per_step=draws_per_step, sequence_parallel=sequence_parallel,
+                         flow_shift=flow_shift)
     return dist_train.write_job(folder, job, adapter, x0, cond, tracks)
 
 

@@ -102,6 +102,17 @@ def _dtype_name(dtype: torch.dtype) -> str:
     raise ValueError(f"the model's weights are {dtype}, which the worker processes cannot load; use gpus=1")
 
 
+def _flow_settings(model) -> dict:
+    """The MODEL's flow-matching shift and multiplier (ModelSamplingSD3's patch included), for the job."""
+    import comfy.model_sampling as ms
+
+    sampling = model.get_model_object("model_sampling")
+    if not isinstance(sampling, ms.ModelSamplingDiscreteFlow):
+        raise ValueError(f"gpus > 1 trains flow-matching models; this MODEL samples with {type(sampling).__name__}: "
+                         f"use gpus=1")
+    return {"flow_shift": float(sampling.shift), "flow_multiplier": float(sampling.multiplier)}
+
+
 def write(run, model_path: str, sequence_parallel: int = 1) -> str:
     """The job folder for this run (in ComfyUI's temp folder)."""
     base = run.model.model
@@ -120,7 +131,8 @@ def write(run, model_path: str, sequence_parallel: int = 1) -> str:
         weight_dtype=_dtype_name(base.diffusion_model.dtype), config=asdict(run.config), out_path=run.out_path,
         optimizer_state=state, history=[asdict(e) for e in run.history],
         autocast="bfloat16" if ranks_device() == "cuda" else None, offload_activations=run.offload_activations,
-        device=ranks_device(), watch_pid=os.getpid(), sequence_parallel=sequence_parallel)
+        device=ranks_device(), watch_pid=os.getpid(), sequence_parallel=sequence_parallel,
+        **_flow_settings(run.model))
     return dist_train.write_job(job_dir, job, run.adapter, x0, cond, run.tracks)
 
 

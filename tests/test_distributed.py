@@ -67,13 +67,24 @@ def test_two_ranks_train_what_one_process_trains_sharded_and_sequence_parallel(c
 
 
 def test_a_job_folder_runs_from_a_shell_and_says_what_is_wrong(comfy_host, tmp_path):
-    """The worker without ComfyUI's server: `python -m det_core.dist_train JOB` on one process, and its errors."""
-    job = tiny_job(comfy_host, str(tmp_path / "job"), "hunyuan_video", steps=2)
+    """The worker without ComfyUI's server: `python -m det_core.dist_train JOB` on one process, and its errors. The
+    job's flow shift (a MODEL with ModelSamplingSD3) sets the noise levels drawn, as on one GPU."""
+    from det_core.comfy_models import flow_sampling
+    from det_core.train import TrainConfig, allowed_sigmas, step_randomness
+
+    job = tiny_job(comfy_host, str(tmp_path / "job"), "hunyuan_video", steps=2, flow_shift=2.5)
     run = subprocess.run([sys.executable, "-m", "det_core.dist_train", job], cwd=ROOT, capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert DeTAdapter.load(os.path.join(job, "out.safetensors")).meta.steps == 2
     assert os.path.isfile(os.path.join(job, "out.optim.pt"))
+    sampling, config = flow_sampling(2.5), TrainConfig(seed=5)
+    allowed = allowed_sigmas(sampling, config)
+    expected = [float(sampling.timestep(sampling.sigmas[step_randomness(config, s, allowed, (1,))[0]]))
+                for s in range(2)]
+    assert [e["timestep"] for e in step_log(job)] == pytest.approx(expected)
+    assert expected != pytest.approx([float(flow_sampling(7.0).timestep(flow_sampling(7.0).sigmas[
+        step_randomness(config, s, allowed, (1,))[0]])) for s in range(2)])
     run = subprocess.run([sys.executable, "-m", "det_core.dist_train", str(tmp_path / "nothing")], cwd=ROOT,
                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
     assert run.returncode != 0 and "no job here" in run.stderr
