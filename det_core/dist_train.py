@@ -75,6 +75,10 @@ class Job:
     """The flow-matching shift of the model's sampling (the MODEL's, ModelSamplingSD3 included); None: the model
     config's own."""
     flow_multiplier: float = 1000.0
+    kind: str = "train"
+    """`train` (config: TrainConfig fields) or `sample` (sample: see `_sample`): what the ranks do."""
+    sample: dict | None = None
+    """For kind `sample`: sigmas, sampler_name, cfg, seed, strength and the applied blocks."""
     sequence_parallel: int = 1
     """Ranks that share each draw, the video tokens split between them by space (det_core.sequence_parallel)."""
     device: str = "cuda"
@@ -84,7 +88,8 @@ class Job:
     version: int = JOB_VERSION
 
 
-def write_job(job_dir: str, job: Job, adapter, latent: torch.Tensor, cond: dict, tracks=None) -> str:
+def write_job(job_dir: str, job: Job, adapter, latent: torch.Tensor, cond: dict, tracks=None,
+              negative: dict | None = None, noise: torch.Tensor | None = None) -> str:
     """Write a job folder: the settings, the starting adapter (its step count says where training resumes), the
     reference latent (as the model takes it: after `process_latent_in`), the model's keyword inputs and the
     latent-frame tracks. Returns `job_dir`."""
@@ -92,15 +97,18 @@ def write_job(job_dir: str, job: Job, adapter, latent: torch.Tensor, cond: dict,
 
     os.makedirs(job_dir, exist_ok=True)
     tensors = {"latent": latent.detach().float().cpu().contiguous()}
+    if noise is not None:
+        tensors["noise"] = noise.detach().float().cpu().contiguous()
     values = {}
-    for k, v in cond.items():
-        if torch.is_tensor(v):
-            tensors[f"cond.{k}"] = v.detach().cpu().contiguous()
-        elif v is None or isinstance(v, (bool, int, float, str)):
-            values[k] = v
-        else:
-            raise ValueError(f"the model input {k!r} ({type(v).__name__}) cannot be sent to the worker processes; "
-                             f"train with gpus=1")
+    for prefix, inputs in (("cond", cond), ("neg", negative or {})):
+        for k, v in inputs.items():
+            if torch.is_tensor(v):
+                tensors[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
+            elif v is None or isinstance(v, (bool, int, float, str)):
+                values[f"{prefix}.{k}"] = v
+            else:
+                raise ValueError(f"the model input {k!r} ({type(v).__name__}) cannot be sent to the worker processes; "
+                                 f"use gpus=1")
     if tracks is not None:
         tensors.update({"tracks.xy": tracks.xy.float().cpu().contiguous(),
                         "tracks.visibility": tracks.visibility.float().cpu().contiguous(),
@@ -284,7 +292,7 @@ def run_jobs(job_dirs: list[str]) -> int:
             args.cpu = True
         for d, job in zip(job_dirs, jobs):
             try:
-                _train(job, d, device, rank, world, load_file)
+                (_sample if job.kind == "sample" else _train)(job, d, device, rank, world, load_file)
             except BaseException as e:
                 with open(os.path.join(d, f"error_rank{rank}.txt"), "w") as f:
                     f.write(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
@@ -295,38 +303,35 @@ def run_jobs(job_dirs: list[str]) -> int:
             dist.destroy_process_group()
 
 
-def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> int:
+def _setup(job: Job, job_dir: str, device, rank: int, world: int, load_file, applied=None, strength=1.0,
+           mode="train", feature_block=None):
+    """The model (sharded over the ranks), the adapter patched in, sequence parallel hooked in when asked, and the
+    job's inputs: (base, runtime, transformer options, inputs, cond, negative cond, data-parallel rank, size)."""
     from .adapter import DeTAdapter
     from .patch import DeTRuntime, forward_patches, install
-    from .safe_load import load_weights_only
-    from .tracking_loss import LatentTracks
-    from .train import StepLog, TrainConfig, save_checkpoint_files, train_adapter
 
     p = job.sequence_parallel
     if p < 1 or world % p:
         raise ValueError(f"sequence_parallel={p} does not divide the {world} ranks")
     dp_rank, dp_size = rank // p, world // p  # data parallel: one draw per group of p ranks
-    total = job.draws_per_step or dp_size
-    if total % dp_size:
-        raise ValueError(f"draws_per_step={total} is not a multiple of the {dp_size} rank groups")
-    config = TrainConfig(**{k: tuple(v) if k == "betas" else v for k, v in job.config.items()})
     base = build_model(job, device, rank, world)
-    if job.flow_shift is not None:  # the noise levels the one-GPU path draws from
+    if job.flow_shift is not None:  # the noise levels the one-GPU path uses
         from .comfy_models import flow_sampling
 
         base.model_sampling = flow_sampling(job.flow_shift, base.model_config, job.flow_multiplier)
     dm = base.diffusion_model
     arch = _arch(base)
     adapter = DeTAdapter.load(os.path.join(job_dir, ADAPTER_FILE))
-    runtime = DeTRuntime(adapter, {k: adapter.indices(k) for k in arch.kinds}, 1.0, config.feature_block())
-    install(dm, forward_patches(dm, runtime, "train"))
+    applied = applied or {k: adapter.indices(k) for k in arch.kinds}
+    runtime = DeTRuntime(adapter, applied, strength, feature_block)
+    install(dm, forward_patches(dm, runtime, mode))
     options = {}
     if p > 1:
         import torch.distributed as dist
 
         from .sequence_parallel import SequenceParallel
 
-        if config.feature_block() is not None:
+        if feature_block is not None:
             raise ValueError("sequence parallel computes the tracking loss on the predicted latent: set "
                              "tracking_features to x0")
         groups = [dist.new_group(list(range(g * p, (g + 1) * p))) for g in range(dp_size)]  # every rank makes all
@@ -334,9 +339,28 @@ def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> 
         sp.install(dm)
         options = {"transformer_options": sp.transformer_options()}
     inputs = load_file(os.path.join(job_dir, INPUTS_FILE))
+    conds = []
+    for prefix in ("cond.", "neg."):
+        c = {k[len(prefix):]: v for k, v in job.cond_values.items() if k.startswith(prefix)}
+        c.update({k[len(prefix):]: v.to(device) for k, v in inputs.items() if k.startswith(prefix)})
+        conds.append(c)
+    adapter.to(device)
+    return base, runtime, options, inputs, conds[0], conds[1], dp_rank, dp_size
+
+
+def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> int:
+    from .safe_load import load_weights_only
+    from .tracking_loss import LatentTracks
+    from .train import StepLog, TrainConfig, save_checkpoint_files, train_adapter
+
+    config = TrainConfig(**{k: tuple(v) if k == "betas" else v for k, v in job.config.items()})
+    base, runtime, options, inputs, cond, _, dp_rank, dp_size = _setup(
+        job, job_dir, device, rank, world, load_file, feature_block=config.feature_block())
+    adapter, p = runtime.adapter, job.sequence_parallel
+    total = job.draws_per_step or dp_size
+    if total % dp_size:
+        raise ValueError(f"draws_per_step={total} is not a multiple of the {dp_size} rank groups")
     x0 = inputs["latent"].to(device)
-    cond = dict(job.cond_values)
-    cond.update({k[5:]: v.to(device) for k, v in inputs.items() if k.startswith("cond.")})
     tracks = None
     if "tracks.xy" in inputs:
         tracks = LatentTracks(inputs["tracks.xy"].to(device), inputs["tracks.visibility"].to(device),
@@ -344,7 +368,6 @@ def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> 
     opt_state = None
     if job.optimizer_state:
         opt_state = load_weights_only(job.optimizer_state, "DeT optimizer state")["optimizer"]
-    adapter.to(device)
     history = [StepLog(**e) for e in job.history]
     logs = list(history)
     stop_path = os.path.join(job_dir, STOP_FILE)
@@ -373,6 +396,51 @@ def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> 
     if rank == 0:
         with open(progress_path, "a") as f:
             f.write(json.dumps({"done": result.steps_done, "stopped_early": result.stopped_early}) + "\n")
+    return 0
+
+
+SAMPLES_FILE = "samples.safetensors"
+
+
+def _sample(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> int:
+    """Sample one video with ComfyUI's own sampler (comfy.samplers.sampler_object) on the sharded model: every rank
+    (or sequence-parallel group) runs the same steps from the same noise; rank 0 writes the samples."""
+    import comfy.samplers
+    from safetensors.torch import save_file
+
+    s = job.sample
+    base, _, options, inputs, cond, negative, _, _ = _setup(
+        job, job_dir, device, rank, world, load_file, applied={k: list(v) for k, v in s["applied"].items()},
+        strength=s["strength"], mode="inference")
+    cfg = float(s["cfg"])
+
+    class Denoiser:
+        """What ComfyUI's KSAMPLER calls: the denoised latent, with classifier-free guidance as ComfyUI combines it."""
+        inner_model = base
+
+        def __call__(self, x, sigma, **_):
+            pos = base.apply_model(x, sigma, **cond, **options)
+            if cfg == 1.0:  # as ComfyUI, which never evaluates the negative at cfg 1
+                return pos
+            neg = base.apply_model(x, sigma, **negative, **options)
+            return neg + (pos - neg) * cfg
+
+    sigmas = torch.tensor(s["sigmas"], dtype=torch.float32, device=device)
+    progress_path = os.path.join(job_dir, PROGRESS_FILE)
+
+    def callback(i, denoised, x, total):  # (an interrupt ends the group from outside: there is nothing to save)
+        if rank == 0:
+            with open(progress_path, "a") as f:
+                f.write(json.dumps({"sample_step": i + 1, "total": total}) + "\n")
+
+    sampler = comfy.samplers.sampler_object(s["sampler_name"])
+    with torch.no_grad():
+        samples = sampler.sample(Denoiser(), sigmas, {"seed": int(s["seed"]), "model_options": {}}, callback,
+                                 inputs["noise"].to(device), inputs["latent"].to(device), None, True)
+    if rank == 0:
+        save_file({"samples": samples.float().cpu().contiguous()}, os.path.join(job_dir, SAMPLES_FILE))
+        with open(progress_path, "a") as f:
+            f.write(json.dumps({"done": len(s["sigmas"]) - 1, "stopped_early": False}) + "\n")
     return 0
 
 

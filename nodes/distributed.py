@@ -29,6 +29,8 @@ CPU_RANKS_ENV = "DET_DIST_CPU"
 STOP_GRACE_S = 120.0
 """After an interrupt: how long the ranks may take to finish their step and save before they are killed."""
 POLL_S = 0.2
+MAX_GPUS = 64
+"""The largest `gpus` and `sequence_parallel` the nodes take."""
 
 
 def ranks_device() -> str:
@@ -120,14 +122,13 @@ def write(run, model_path: str, sequence_parallel: int = 1) -> str:
     with torch.inference_mode(False):
         x0 = base.process_latent_in(samples)
         cond = model_conds(base, run.conditioning, run.guidance, x0, run.arch.spatial_compression)
-    job_dir = os.path.join(folder_paths.get_temp_directory(), "det_jobs", uuid.uuid4().hex[:12])
-    os.makedirs(job_dir)
+    job_dir = _job_dir()
     state = None
     if run.opt_state is not None:  # the resumed adapter's optimizer state
         state = os.path.join(job_dir, "optimizer_start.pt")
         torch.save({"optimizer": run.opt_state}, state)
     job = dist_train.Job(
-        comfy_dir=os.path.dirname(os.path.dirname(os.path.abspath(mm.__file__))), model_file=model_path,
+        comfy_dir=_comfy_dir(), model_file=model_path,
         weight_dtype=_dtype_name(base.diffusion_model.dtype), config=asdict(run.config), out_path=run.out_path,
         optimizer_state=state, history=[asdict(e) for e in run.history],
         autocast="bfloat16" if ranks_device() == "cuda" else None, offload_activations=run.offload_activations,
@@ -136,22 +137,20 @@ def write(run, model_path: str, sequence_parallel: int = 1) -> str:
     return dist_train.write_job(job_dir, job, run.adapter, x0, cond, run.tracks)
 
 
-def train(run, gpus: int, model_path: str, progress, sequence_parallel: int = 1) -> list[StepLog]:
-    """Run the job on `gpus` ranks; forwards each step to `progress(run, logs)`'s callback. Returns the whole loss
-    log; `run.adapter` becomes the trained adapter. An interrupt asks the ranks to stop (they save), a failure
-    raises with the ranks' errors; the process group never outlives this call."""
-    job_dir = write(run, model_path, sequence_parallel)
+def _run_group(job_dir: str, gpus: int, on_line, graceful: bool) -> tuple[int, dict | None, bool]:
+    """Start the torchrun group on the job and follow it: each progress line goes to `on_line` (which may raise
+    ComfyUI's interrupt). On an interrupt a `graceful` job is asked to stop after its step (the ranks save), any
+    other is ended at once. Returns (exit code, the final progress line or None, interrupted); the process group
+    never outlives this call."""
     if ranks_device() == "cuda":  # the ranks load their own shards: ComfyUI's models leave the GPUs first
         mm.unload_all_models()
         mm.soft_empty_cache()
-    logs: list[StepLog] = list(run.history)
-    on_step = progress(run, logs)
-    start = run.adapter.meta.steps
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([dist_train.PACK_DIR, os.environ.get("PYTHONPATH", "")]))
-    log.info("[DeT] training on %d %s ranks: %s", gpus, ranks_device(), " ".join(dist_train.launch_command(job_dir, gpus)))
+    command = dist_train.launch_command(job_dir, gpus)
+    log.info("[DeT] %d %s ranks: %s", gpus, ranks_device(), " ".join(command))
     with open(os.path.join(job_dir, "log.txt"), "wb") as out:
-        proc = subprocess.Popen(dist_train.launch_command(job_dir, gpus), cwd=dist_train.PACK_DIR, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(command, cwd=dist_train.PACK_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     offset, stop_at, done, interrupted = 0, None, None, False
     try:
         while True:
@@ -162,10 +161,12 @@ def train(run, gpus: int, model_path: str, progress, sequence_parallel: int = 1)
                     done = line
                     continue
                 try:
-                    on_step(StepLog(**line))
+                    on_line(line)
                 except mm.InterruptProcessingException:  # the progress bar noticed the interrupt (and reset it)
                     interrupted = True
             interrupted = interrupted or mm.processing_interrupted()
+            if interrupted and not graceful:
+                break
             if stop_at is None and interrupted:
                 open(os.path.join(job_dir, dist_train.STOP_FILE), "w").close()
                 stop_at = time.monotonic()
@@ -177,17 +178,86 @@ def train(run, gpus: int, model_path: str, progress, sequence_parallel: int = 1)
             time.sleep(POLL_S)
     finally:
         _end_group(proc)
-    if proc.returncode != 0 or done is None:
-        saved = _saved_step(run.out_path, start)
-        errors = dist_train.rank_errors(job_dir)
-        why = errors[0].splitlines()[0] if errors else _exit_lines(job_dir)
-        raise RuntimeError(f"DeT training on {gpus} ranks failed (exit code {proc.returncode}): {why}; "
-                           f"{saved}; the ranks' log: {os.path.join(job_dir, 'log.txt')}")
+    return proc.returncode, done, interrupted
+
+
+def _failure(job_dir: str, gpus: int, what: str, code: int, kept: str = "") -> RuntimeError:
+    errors = dist_train.rank_errors(job_dir)
+    why = errors[0].splitlines()[0] if errors else _exit_lines(job_dir)
+    return RuntimeError(f"DeT {what} on {gpus} ranks failed (exit code {code}): {why}{kept}; the ranks' log: "
+                        f"{os.path.join(job_dir, 'log.txt')}")
+
+
+def train(run, gpus: int, model_path: str, progress, sequence_parallel: int = 1) -> list[StepLog]:
+    """Run the job on `gpus` ranks; forwards each step to `progress(run, logs)`'s callback. Returns the whole loss
+    log; `run.adapter` becomes the trained adapter. An interrupt asks the ranks to stop (they save), a failure
+    raises with the ranks' errors."""
+    job_dir = write(run, model_path, sequence_parallel)
+    logs: list[StepLog] = list(run.history)
+    on_step = progress(run, logs)
+    start = run.adapter.meta.steps
+    code, done, _ = _run_group(job_dir, gpus, lambda line: on_step(StepLog(**line)), graceful=True)
+    if code != 0 or done is None:
+        raise _failure(job_dir, gpus, "training", code, f"; {_saved_step(run.out_path, start)}")
     if os.path.isfile(run.out_path):
         run.adapter = DeTAdapter.load(run.out_path)
     if done["stopped_early"]:
         raise mm.InterruptProcessingException()
     return logs
+
+
+def sample(model, adapter, applied: dict, strength: float, positive, negative, latent: dict, seed: int, steps: int,
+           cfg: float, sampler_name: str, scheduler: str, guidance: float, gpus: int, model_path: str,
+           sequence_parallel: int = 1) -> dict:
+    """Apply DeT Motion on `gpus` ranks: the noise, the sigmas and the model's inputs made here as ComfyUI's
+    KSampler makes them, the steps run by ComfyUI's sampler in the ranks; returns the LATENT."""
+    import comfy.sample
+    import comfy.samplers
+    import comfy.utils
+
+    if "cfg_pp" in sampler_name:
+        raise ValueError(f"sampler_name={sampler_name}: the cfg++ samplers need ComfyUI's guider; with gpus > 1 "
+                         f"choose another sampler")
+    base = model.model
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
+    with torch.inference_mode(False):
+        x = base.process_latent_in(latent_image.clone().float())
+        spatial = arch_of(model).spatial_compression
+        cond = model_conds(base, positive, guidance, x, spatial)
+        neg = model_conds(base, negative, guidance, x, spatial) if cfg != 1.0 else {}
+    job_dir = _job_dir()
+    job = dist_train.Job(
+        comfy_dir=_comfy_dir(), model_file=model_path, weight_dtype=_dtype_name(base.diffusion_model.dtype), config={},
+        out_path="", device=ranks_device(), watch_pid=os.getpid(), sequence_parallel=sequence_parallel, kind="sample",
+        sample={"sigmas": [float(s) for s in sigmas], "sampler_name": sampler_name, "cfg": cfg, "seed": seed,
+                "strength": strength, "applied": applied},
+        **_flow_settings(model))
+    dist_train.write_job(job_dir, job, adapter, x, cond, negative=neg, noise=noise)
+    pbar = comfy.utils.ProgressBar(steps)
+    code, done, interrupted = _run_group(job_dir, gpus, lambda line: pbar.update_absolute(line["sample_step"], steps),
+                                         graceful=False)
+    if interrupted:
+        raise mm.InterruptProcessingException()
+    if code != 0 or done is None:
+        raise _failure(job_dir, gpus, "sampling", code)
+    from safetensors.torch import load_file
+
+    samples = load_file(os.path.join(job_dir, dist_train.SAMPLES_FILE))["samples"]
+    out = dict(latent)
+    out["samples"] = base.process_latent_out(samples)
+    return out
+
+
+def _job_dir() -> str:
+    job_dir = os.path.join(folder_paths.get_temp_directory(), "det_jobs", uuid.uuid4().hex[:12])
+    os.makedirs(job_dir)
+    return job_dir
+
+
+def _comfy_dir() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(mm.__file__)))
 
 
 def _end_group(proc: subprocess.Popen) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import comfy.samplers
+import folder_paths
 import node_helpers
 import nodes as comfy_nodes
 from comfy_api.latest import io
 
 from ..det_core.arch import WAN22_BOUNDARY, block_counts, hidden_size
 from ..det_core.comfy_models import flow_sampling
+from . import distributed
 from .adapter import strength_inputs
 from .common import (DetAdapterType, applied_blocks, attach, check_finite, check_video_latent, video_transformer)
 
@@ -64,6 +66,16 @@ class DeTApplyMotion(io.ComfyNode):
                 DetAdapterType.Input("low_noise_adapter", optional=True,
                                      tooltip="With low_noise_model: an adapter for the low-noise expert too "
                                              "(optional; the README says why the default leaves it out)."),
+                io.Int.Input("gpus", default=1, min=1, max=distributed.MAX_GPUS, optional=True,
+                             tooltip="Sample on this many GPUs with torch.distributed (the model sharded by FSDP2; "
+                                     "with sequence_parallel the video split between them). 1: sample here, in "
+                                     "ComfyUI's process. More than 1 needs model_file."),
+                io.Int.Input("sequence_parallel", default=1, min=1, max=distributed.MAX_GPUS, optional=True,
+                             tooltip="For gpus > 1: how many GPUs share the video, split by rows (it must divide "
+                                     "gpus, the heads and the rows of patches)."),
+                io.Combo.Input("model_file", options=["none", *folder_paths.get_filename_list("diffusion_models")],
+                               default="none", optional=True,
+                               tooltip="For gpus > 1: the file Load Diffusion Model loaded."),
             ],
             outputs=[io.Latent.Output()],
         )
@@ -71,7 +83,7 @@ class DeTApplyMotion(io.ComfyNode):
     @classmethod
     def execute(cls, model, adapter, positive, latent, seed, steps, guidance, cfg, flow_shift, sampler_name,
                 scheduler, strength, double_blocks, single_blocks, keep_fraction, negative=None, low_noise_model=None,
-                boundary=WAN22_BOUNDARY, low_noise_adapter=None):
+                boundary=WAN22_BOUNDARY, low_noise_adapter=None, gpus=1, sequence_parallel=1, model_file="none"):
         check_finite(guidance=guidance, cfg=cfg, flow_shift=flow_shift, strength=strength, keep_fraction=keep_fraction,
                      boundary=boundary)
         if cfg > 1.0 and negative is None:
@@ -86,12 +98,20 @@ class DeTApplyMotion(io.ComfyNode):
                              f"use the model's empty video latent node")
         arch, dm = video_transformer(model)
         check_video_latent(arch, dm, samples, "the latent")
-        patched, _ = attach(model, adapter, applied_blocks(arch, adapter, double_blocks, single_blocks, keep_fraction),
-                            strength)
+        model_path = distributed.check_request(model, gpus, model_file, 0, sequence_parallel, samples)
+        if model_path is not None and low_noise_model is not None:
+            raise ValueError(f"gpus={gpus} samples one model: for Wan 2.2 A14B's two experts use gpus=1")
+        applied = applied_blocks(arch, adapter, double_blocks, single_blocks, keep_fraction)
+        patched, _ = attach(model, adapter, applied, strength)
         with_flow_shift(patched, flow_shift)
         positive = node_helpers.conditioning_set_values(positive, {"guidance": guidance})
         # with cfg 1 ComfyUI never evaluates the negative, so the positive stands in for a missing one
         negative = positive if negative is None else node_helpers.conditioning_set_values(negative, {"guidance": guidance})
+        if model_path is not None:
+            adapter.check_fits(arch.name, hidden_size(arch, dm), block_counts(arch, dm), "the DeT adapter")
+            return io.NodeOutput(distributed.sample(patched, adapter, applied, strength, positive, negative, latent,
+                                                    seed, steps, cfg, sampler_name, scheduler, guidance, gpus,
+                                                    model_path, sequence_parallel))
         if low_noise_model is None:
             (out,) = comfy_nodes.common_ksampler(patched, seed, steps, cfg, sampler_name, scheduler, positive,
                                                  negative, latent)

@@ -32,7 +32,6 @@ from .common import (ADAPTER_FOLDER, DetAdapterType, TracksType, adapter_files, 
                      video_transformer)
 
 log = logging.getLogger("DeT")
-MAX_GPUS = 64
 MESSAGE = "det.train"  # websocket event with the live loss, read by web/det.js
 
 
@@ -140,11 +139,11 @@ class DeTTrainAdapter(io.ComfyNode):
                                        "A14B's high-noise expert."),
                 io.Float.Input("timestep_max", default=1000.0, min=0.0, max=1000.0, step=1.0, optional=True,
                                tooltip="Train only on timesteps up to this one (875 for a low-noise expert)."),
-                io.Int.Input("gpus", default=1, min=1, max=MAX_GPUS, optional=True,
+                io.Int.Input("gpus", default=1, min=1, max=distributed.MAX_GPUS, optional=True,
                              tooltip="Train on this many GPUs of this machine with torch.distributed (FSDP2 shards "
                                      "the frozen model per block; each GPU makes its own noise/timestep draw per "
                                      "step). 1: train here, in ComfyUI's process. More than 1 needs model_file."),
-                io.Int.Input("sequence_parallel", default=1, min=1, max=MAX_GPUS, optional=True,
+                io.Int.Input("sequence_parallel", default=1, min=1, max=distributed.MAX_GPUS, optional=True,
                              tooltip="For gpus > 1: how many GPUs share each sample, the video split between them by "
                                      "rows (Ulysses: an all-to-all over heads around attention). It must divide "
                                      "gpus, the model's heads and the latent's rows of patches. For clips that do "

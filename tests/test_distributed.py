@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 
 from det_core import dist_train
 from det_core.adapter import DeTAdapter
-from det_graphs import base_nodes, train_node
+from det_graphs import base_nodes, fetch_latent, save_latent, train_node
 from det_tools.client import PromptExecutionError, PromptInterrupted
-from test_archs import arch_models, train_graph  # noqa: F401 (arch_models: a fixture)
+from test_archs import apply, arch_models, load_adapter, nodes, train_graph, write_adapter  # noqa: F401 (a fixture)
 from devtools.dist_jobs import step_log, tiny_job, torchrun
 from devtools.tiny_models import TINY_FILES, TINY_HV_FILE
 
@@ -206,3 +206,34 @@ def test_sequence_parallel_through_the_server_and_what_it_refuses(comfy, arch_mo
     g = graph("sp_bad", 2, overwrite=True, sequence_parallel=2)  # the tiny HunyuanVideo has one head
     with pytest.raises(PromptExecutionError, match=r"sequence_parallel=2 does not divide the 1 attention heads"):
         comfy.run(g)
+
+
+@pytest.mark.parametrize("arch_name, extra", [
+    ("wan21", {}),  # FSDP2 over 2 ranks, euler, cfg 1
+    ("hunyuan_video_15", {"sequence_parallel": 2, "cfg": 2.0, "negative": ["cond", 0],
+                          "sampler_name": "dpmpp_2m"}),  # the video split in two, guidance with a negative
+])
+def test_apply_det_motion_on_two_ranks_samples_what_comfyui_samples(comfy, arch_models, arch_name, extra):
+    """The same adapter, prompt, seed and sampler through Apply DeT Motion in ComfyUI's process and on 2 ranks (the
+    steps run by ComfyUI's own sampler in the ranks): the same latent."""
+    write_adapter(arch_models, arch_name, f"{arch_name}_dist_sample.safetensors", seed=4)
+    g = dict(nodes(arch_name), ad=load_adapter(f"{arch_name}_dist_sample.safetensors"))
+    g["one"] = apply(**{k: v for k, v in extra.items() if k != "sequence_parallel"})
+    g["two"] = apply(gpus=2, model_file=TINY_FILES[arch_name], **extra)
+    g["out1"], g["out2"] = save_latent(("one", 0), f"{arch_name}_one"), save_latent(("two", 0), f"{arch_name}_two")
+    result = comfy.run(g, timeout=600)
+    one, two = fetch_latent(comfy, result, "out1"), fetch_latent(comfy, result, "out2")
+    assert one.shape == two.shape and one.abs().max() > 0.1
+    assert torch.allclose(one, two, atol=1e-4), float((one - two).abs().max())
+
+
+def test_bad_distributed_sampling_is_refused_by_name(comfy, arch_models):
+    write_adapter(arch_models, "wan21", "wan21_dist_bad.safetensors", seed=4)
+    for extra, message in (({"sampler_name": "euler_cfg_pp"}, "the cfg\\+\\+ samplers need ComfyUI's guider"),
+                           ({"low_noise_model": ["model", 0]}, "gpus=2 samples one model"),
+                           ({"model_file": "none"}, "gpus=2 needs model_file")):
+        g = dict(nodes("wan21"), ad=load_adapter("wan21_dist_bad.safetensors"))
+        g["two"] = apply(**dict({"gpus": 2, "model_file": TINY_FILES["wan21"]}, **extra))
+        g["out"] = save_latent(("two", 0), "wan21_bad")
+        with pytest.raises(PromptExecutionError, match=message):
+            comfy.run(g)
