@@ -1,4 +1,4 @@
-"""Train one DeT adapter on several GPUs (or CPU processes) with torch.distributed: the worker of a training job.
+"""Train one DeT adapter, or sample with one, on several GPUs (or CPU processes) with torch.distributed: the worker.
 
     python -m torch.distributed.run --standalone --nproc_per_node=N -m det_core.dist_train JOB_DIR [JOB_DIR ...]
 
@@ -22,6 +22,10 @@ What each rank does:
   JSON line per step to JOB_DIR/progress.jsonl. A file JOB_DIR/stop asks every rank to stop after the step in
   flight (rank 0 reads it, all ranks agree through the step's all-reduce); rank 0 then saves.
 - Each rank writes its PID to JOB_DIR/rank<r>.pid and, when it fails, its error to JOB_DIR/error_rank<r>.txt.
+
+A sampling job (`kind` "sample", written by Apply DeT Motion with `gpus` > 1) holds the noise, the sigmas and the
+model's inputs as ComfyUI's KSampler makes them; every rank runs ComfyUI's own sampler (`comfy.samplers`) on the
+sharded model, and rank 0 writes the latent to JOB_DIR/samples.safetensors.
 """
 
 from __future__ import annotations
