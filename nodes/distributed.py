@@ -1,9 +1,10 @@
-"""Train DeT Adapter with gpus > 1: the job for det_core.dist_train, its torchrun process group, and its progress
-forwarded into ComfyUI (progress bar, the live loss curve, the console)."""
+"""Train DeT Adapter and Apply DeT Motion with gpus > 1: the job for det_core.dist_train, its torchrun process group,
+and its progress forwarded into ComfyUI (progress bar, the live loss curve, the console)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -56,12 +57,11 @@ def check_request(model, gpus: int, model_file: str, swap_blocks: int, sequence_
         if config is not None and config.feature_block() is not None:
             raise ValueError("sequence_parallel computes the tracking loss on the predicted latent: set "
                              "tracking_features to x0")
-    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    have, unit = (torch.cuda.device_count(), "CUDA GPUs") if torch.cuda.is_available() else (0, "CUDA GPUs")
     if have == 0 and os.environ.get(CPU_RANKS_ENV) == "1":
-        have = os.cpu_count() or 1
+        have, unit = os.cpu_count() or 1, f"CPU cores for CPU ranks ({CPU_RANKS_ENV}=1)"
     if gpus > have:
-        raise ValueError(f"gpus={gpus}: this machine has {have} CUDA GPU{'s' if have != 1 else ''}; set gpus to "
-                         f"{max(1, have)} or fewer")
+        raise ValueError(f"gpus={gpus}: this machine has {have} {unit}; set gpus to {max(1, have)} or fewer")
     if model_file in (None, "", "none"):
         raise ValueError(f"gpus={gpus} needs model_file: the worker processes load the model themselves; choose the "
                          f"file that Load Diffusion Model loaded")
@@ -73,7 +73,7 @@ def check_request(model, gpus: int, model_file: str, swap_blocks: int, sequence_
                          f"instead: set swap_blocks to 0")
     if model.patches:
         raise ValueError(f"gpus={gpus}: the model carries weight patches (a LoRA?), which the worker processes "
-                         f"would not see; train with gpus=1, or merge the LoRA into the model file first")
+                         f"would not see; use gpus=1, or merge the LoRA into the model file first")
     _check_same_model(model, path)
     return path
 
@@ -83,18 +83,11 @@ def _check_same_model(model, path: str) -> None:
     from safetensors import safe_open
 
     with safe_open(path, framework="pt") as f:
-        total = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+        total = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     ours = sum(p.numel() for p in model.model.diffusion_model.parameters())
     if total != ours:
         raise ValueError(f"model_file {os.path.basename(path)} holds {total:,} weights, the connected model "
                          f"{ours:,}: choose the file that Load Diffusion Model loaded")
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -110,7 +103,7 @@ def _flow_settings(model) -> dict:
 
     sampling = model.get_model_object("model_sampling")
     if not isinstance(sampling, ms.ModelSamplingDiscreteFlow):
-        raise ValueError(f"gpus > 1 trains flow-matching models; this MODEL samples with {type(sampling).__name__}: "
+        raise ValueError(f"gpus > 1 runs flow-matching models; this MODEL samples with {type(sampling).__name__}: "
                          f"use gpus=1")
     return {"flow_shift": float(sampling.shift), "flow_multiplier": float(sampling.multiplier)}
 
