@@ -35,7 +35,7 @@ def losses(job_dir):
 
 
 
-def same_training(one, two, start_of):
+def same_training(one, two, start_of, what=""):
     """Both runs: the same losses each step (the tracking loss among them) and the same adapter."""
     a, b = load_file(os.path.join(one, "out.safetensors")), load_file(os.path.join(two, "out.safetensors"))
     start = load_file(os.path.join(start_of, dist_train.ADAPTER_FILE))
@@ -43,27 +43,30 @@ def same_training(one, two, start_of):
     la, lb = losses(one), losses(two)
     assert len(la) == len(lb) == 3 and all(t is not None for _, t in la)
     for (fa, ta), (fb, tb) in zip(la, lb):
-        assert fb == pytest.approx(fa, rel=1e-5) and tb == pytest.approx(ta, rel=1e-5)
+        assert fb == pytest.approx(fa, rel=1e-5) and tb == pytest.approx(ta, rel=1e-5), what
     moved = min(float((a[k] - start[k]).abs().max()) for k in a)
-    assert moved > 1e-3  # three steps of lr 1e-3 moved every block's adapter
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    assert moved > 1e-3, what  # three steps of lr 1e-3 moved every block's adapter
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5, what
 
 
-@pytest.mark.parametrize("arch_name", ARCHS)
-def test_two_ranks_train_what_one_process_trains_sharded_and_sequence_parallel(comfy_host, tmp_path, arch_name):
-    """FSDP2 with one draw per rank against one process with both draws; then sequence parallel (the 2 ranks share
-    each draw, the video split by space) against one process with one draw. The two 2-rank jobs run in one
-    torchrun launch."""
-    one_dp = tiny_job(comfy_host, str(tmp_path / "one_dp"), arch_name, draws_per_step=2)
-    one_sp = tiny_job(comfy_host, str(tmp_path / "one_sp"), arch_name, draws_per_step=1)
-    two_dp = tiny_job(comfy_host, str(tmp_path / "two_dp"), arch_name)
-    two_sp = tiny_job(comfy_host, str(tmp_path / "two_sp"), arch_name, sequence_parallel=2)
-    assert dist_train.main([one_dp, one_sp]) == 0  # one process (ComfyUI's loader, no FSDP)
-    run = torchrun([two_dp, two_sp], 2)
+def test_two_ranks_train_what_one_process_trains_sharded_and_sequence_parallel(comfy_host, tmp_path):
+    """On each architecture: FSDP2 with one draw per rank against one process with both draws; then sequence
+    parallel (the 2 ranks share each draw, the video split by space) against one process with one draw. The eight
+    2-rank jobs run in one torchrun launch (one process group, one after the other)."""
+    jobs = {}
+    for arch_name in ARCHS:
+        jobs[arch_name] = (tiny_job(comfy_host, str(tmp_path / f"{arch_name}_one_dp"), arch_name, draws_per_step=2),
+                           tiny_job(comfy_host, str(tmp_path / f"{arch_name}_one_sp"), arch_name, draws_per_step=1),
+                           tiny_job(comfy_host, str(tmp_path / f"{arch_name}_two_dp"), arch_name),
+                           tiny_job(comfy_host, str(tmp_path / f"{arch_name}_two_sp"), arch_name, sequence_parallel=2))
+    # one process (ComfyUI's loader, no FSDP)
+    assert dist_train.main([d for four in jobs.values() for d in four[:2]]) == 0
+    run = torchrun([d for four in jobs.values() for d in four[2:]], 2, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    same_training(one_dp, two_dp, two_dp)
-    same_training(one_sp, two_sp, two_sp)
-    assert losses(one_sp) != losses(one_dp)  # the draws differ: one vs two per step
+    for arch_name, (one_dp, one_sp, two_dp, two_sp) in jobs.items():
+        same_training(one_dp, two_dp, two_dp, arch_name)
+        same_training(one_sp, two_sp, two_sp, arch_name)
+        assert losses(one_sp) != losses(one_dp)  # the draws differ: one vs two per step
 
 
 def test_a_job_folder_runs_from_a_shell_and_says_what_is_wrong(comfy_host, tmp_path):
