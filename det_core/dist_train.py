@@ -372,6 +372,8 @@ def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> 
     opt_state = None
     if job.optimizer_state:
         opt_state = load_weights_only(job.optimizer_state, "DeT optimizer state")["optimizer"]
+    # the record of how it was trained: rank r of each group makes draws r, r + groups, ... seeded by (seed, step, draw)
+    adapter.meta.extra.update({"ranks": str(world), "draws_per_step": str(total), "sequence_parallel": str(p)})
     history = [StepLog(**e) for e in job.history]
     logs = list(history)
     stop_path = os.path.join(job_dir, STOP_FILE)

@@ -138,7 +138,8 @@ def test_train_node_on_two_ranks_reports_progress_survives_an_interrupt_and_resu
     assert "dist_done.safetensors" in result.outputs["info"]["text"][0]
     job = newest_job(comfy_base)
     assert len(rank_pids(job)) == 2 and not any(alive(p) for p in rank_pids(job))
-    assert DeTAdapter.load(os.path.join(adapters, "dist_done.safetensors")).meta.steps == 4
+    done = DeTAdapter.load(os.path.join(adapters, "dist_done.safetensors")).meta
+    assert done.steps == 4 and (done.extra["ranks"], done.extra["draws_per_step"]) == ("2", "2")
 
     def stop_at_two(mtype, data):
         if mtype == "det.train" and data["step"] == 2:
