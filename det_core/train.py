@@ -7,7 +7,8 @@ The host (the ComfyUI node) provides the model side as three callables, so nothi
 - `predict_x0(x_t, sigma)` runs the (patched) transformer and returns the denoised estimate x0_hat;
 - `sampling` has the model's sigma grid `sigmas` and its `timestep(sigma)` and `noise_scaling(sigma, noise, x0)`.
 
-Per step (seeded by (seed, step), so a resumed run draws what an uninterrupted one would):
+Per step (seeded by (seed, step), so a resumed run draws what an uninterrupted one would; several ranks or
+`draws` make several such draws per step, seeded by (seed, step, draw), and average their losses):
     sigma  ~ the model's (shifted) sigma grid, uniform over its entries or logit-normal over their index (as
              diffusers' training scripts draw it), within [timestep_min, timestep_max]
                                                                      t = timestep(sigma) on the 0..1000 scale
@@ -327,8 +328,8 @@ def train_adapter(
     Several ranks (det_core.dist_train) each pass their own `draws`, `total_draws` = the draws of all ranks and an
     `all_reduce` that sums over them: the gradients are summed before the update, so every rank's adapter stays the
     same, and one process with all the draws computes the same steps. With sequence parallel, `replicas` ranks
-    share each draw (det_core.sequence_parallel): each holds part of the video tokens and reports the whole loss. `should_stop` is asked on every rank; the run
-    stops when any rank says so."""
+    share each draw (det_core.sequence_parallel): each holds part of the video tokens and reports the whole loss.
+    `should_stop` is asked on every rank; the run stops when any rank says so."""
     check_training(latents, config, start_step, runtime, tracks)
     params = list(adapter.parameters())
     for p in params:
