@@ -107,8 +107,7 @@ class DeTApplyMotion(io.ComfyNode):
         positive = node_helpers.conditioning_set_values(positive, {"guidance": guidance})
         # with cfg 1 ComfyUI never evaluates the negative, so the positive stands in for a missing one
         negative = positive if negative is None else node_helpers.conditioning_set_values(negative, {"guidance": guidance})
-        if model_path is not None:
-            adapter.check_fits(arch.name, hidden_size(arch, dm), block_counts(arch, dm), "the DeT adapter")
+        if model_path is not None:  # (attach checked that the adapter fits the model)
             return io.NodeOutput(distributed.sample(patched, adapter, applied, strength, positive, negative, latent,
                                                     seed, steps, cfg, sampler_name, scheduler, guidance, gpus,
                                                     model_path, sequence_parallel))
