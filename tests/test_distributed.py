@@ -1,11 +1,13 @@
-"""Training on several ranks (det_core.dist_train, nodes/distributed.py): 2 CPU processes over gloo, tiny models of
-every supported architecture.
+"""Training and sampling on several ranks (det_core.dist_train, det_core.sequence_parallel, nodes/distributed.py):
+2 CPU processes over gloo, tiny models of every supported architecture.
 
-- Two ranks, FSDP2-sharded base, one draw each, give the adapter that one process gives with both draws.
+- Two ranks, FSDP2-sharded base, one draw each, give the adapter that one process gives with both draws; two
+  sequence-parallel ranks sharing one draw give the adapter of one process with that draw.
 - Through the server, Train DeT Adapter with gpus=2 (the session server runs with DET_DIST_CPU=1, so its ranks are
   CPU processes): it finishes and reports each step; an interrupt keeps a resumable checkpoint; a rank killed
   mid-run gives a clear error, keeps the last checkpoint and leaves no process behind; bad requests are refused by
   name before any work starts.
+- Apply DeT Motion with gpus=2 samples the latent ComfyUI's process samples.
 """
 
 import glob
