@@ -224,12 +224,13 @@ def random_scene(rng: np.random.Generator, frames: int = FRAMES, size: int = SIZ
 
 
 def reference_scene(motion: str, colour: str = "blue", shape: str | None = None, frames: int = FRAMES,
-                    size: int = SIZE, background: float = 0.2) -> Scene:
+                    size: int = SIZE, background: float = 0.2, half_fraction: float = 0.125) -> Scene:
     """A named test motion: a global path (`MOTIONS`, a square by default) or an object-relative motion
-    (`OBJECT_MOTIONS`, the shape of `MOTION_SHAPE` by default), centred in the frame."""
+    (`OBJECT_MOTIONS`, the shape of `MOTION_SHAPE` by default), centred in the frame; the object's half-size is
+    `half_fraction` of the frame (the test motions: 1/8)."""
     shape = shape or MOTION_SHAPE.get(motion, "square")
     check_object(colour, shape)
-    half = 0.125 * size
+    half = half_fraction * size
     if motion in MOTIONS:
         return Scene(shape=shape, colour=colour, half_size=half, path=reference_path(motion, frames, size),
                      background=background)

@@ -41,3 +41,18 @@ def test_distributed_scaling_benchmark_on_two_cpu_ranks(tmp_path):
     assert (one["draws_per_step"], fsdp["draws_per_step"], sp["draws_per_step"]) == (2, 2, 1)
     assert fsdp["last_loss"] == pytest.approx(one["last_loss"], rel=1e-5)
     assert all(r["seconds_per_step"] > 0 and math.isfinite(r["seconds_per_step"]) for r in result["runs"])
+
+
+def test_object_codec_sizes_reads_every_motion_and_size(tmp_path):
+    """The committed VAE keeps a spinning triangle's turn better when the triangle is larger (the next world's
+    design rests on it: README, The small world); a size that leaves the frame is refused."""
+    out = tmp_path / "sizes.json"
+    done = subprocess.run([sys.executable, "benchmarks/object_codec_sizes.py", "--fractions", "0.125", "0.1875",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {(r["motion"], r["half_fraction"]): r for r in json.load(open(out))["rows"]}
+    assert set(m for m, _ in rows) == {"spin", "pulse", "swing", "loop_spin"} and len(rows) == 8
+    assert rows[("spin", 0.1875)]["pose_fidelity"] > rows[("spin", 0.125)]["pose_fidelity"] + 0.1
+    bad = subprocess.run([sys.executable, "benchmarks/object_codec_sizes.py", "--fractions", "0.5"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "larger objects leave the frame" in bad.stderr
