@@ -17,7 +17,8 @@ What each rank does:
   gradients are summed over the ranks before every update (det_core.train), so all copies stay equal.
 - Data parallel over the draws of the one video: rank r makes draw r of each step, seeded by (seed, step, r)
   (`det_core.train.step_randomness`); N ranks train on N (noise, timestep) draws per step, and one process given
-  the same N draws computes the same adapter.
+  the same N draws computes the same adapter. With `sequence_parallel` P, each group of P consecutive ranks shares
+  one draw, the video split between them by rows (det_core.sequence_parallel).
 - Rank 0 writes the checkpoints (the adapter and its optimizer state, as the one-GPU node does) and appends one
   JSON line per step to JOB_DIR/progress.jsonl. A file JOB_DIR/stop asks every rank to stop after the step in
   flight (rank 0 reads it, all ranks agree through the step's all-reduce); rank 0 then saves.
