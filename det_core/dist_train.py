@@ -271,7 +271,6 @@ def run_jobs(job_dirs: list[str]) -> int:
     """This rank's part of each job in turn, in one process group (set up from torchrun's environment). Returns
     the exit code."""
     import torch.distributed as dist
-    from safetensors.torch import load_file
 
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -297,7 +296,7 @@ def run_jobs(job_dirs: list[str]) -> int:
             args.cpu = True
         for d, job in zip(job_dirs, jobs):
             try:
-                (_sample if job.kind == "sample" else _train)(job, d, device, rank, world, load_file)
+                (_sample if job.kind == "sample" else _train)(job, d, device, rank, world)
             except BaseException as e:
                 with open(os.path.join(d, f"error_rank{rank}.txt"), "w") as f:
                     f.write(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
@@ -308,10 +307,12 @@ def run_jobs(job_dirs: list[str]) -> int:
             dist.destroy_process_group()
 
 
-def _setup(job: Job, job_dir: str, device, rank: int, world: int, load_file, applied=None, strength=1.0,
+def _setup(job: Job, job_dir: str, device, rank: int, world: int, applied=None, strength=1.0,
            mode="train", feature_block=None):
     """The model (sharded over the ranks), the adapter patched in, sequence parallel hooked in when asked, and the
     job's inputs: (base, runtime, transformer options, inputs, cond, negative cond, data-parallel rank, size)."""
+    from safetensors.torch import load_file
+
     from .adapter import DeTAdapter
     from .patch import DeTRuntime, forward_patches, install
 
@@ -353,14 +354,14 @@ def _setup(job: Job, job_dir: str, device, rank: int, world: int, load_file, app
     return base, runtime, options, inputs, conds[0], conds[1], dp_rank, dp_size
 
 
-def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> int:
+def _train(job: Job, job_dir: str, device, rank: int, world: int) -> int:
     from .safe_load import load_weights_only
     from .tracking_loss import LatentTracks
     from .train import StepLog, TrainConfig, save_checkpoint_files, train_adapter
 
     config = TrainConfig(**{k: tuple(v) if k == "betas" else v for k, v in job.config.items()})
     base, runtime, options, inputs, cond, _, dp_rank, dp_size = _setup(
-        job, job_dir, device, rank, world, load_file, feature_block=config.feature_block())
+        job, job_dir, device, rank, world, feature_block=config.feature_block())
     adapter, p = runtime.adapter, job.sequence_parallel
     total = job.draws_per_step or dp_size
     if total % dp_size:
@@ -409,7 +410,7 @@ def _train(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> 
 SAMPLES_FILE = "samples.safetensors"
 
 
-def _sample(job: Job, job_dir: str, device, rank: int, world: int, load_file) -> int:
+def _sample(job: Job, job_dir: str, device, rank: int, world: int) -> int:
     """Sample one video with ComfyUI's own sampler (comfy.samplers.sampler_object) on the sharded model: every rank
     (or sequence-parallel group) runs the same steps from the same noise; rank 0 writes the samples."""
     import comfy.samplers
@@ -417,7 +418,7 @@ def _sample(job: Job, job_dir: str, device, rank: int, world: int, load_file) ->
 
     s = job.sample
     base, _, options, inputs, cond, negative, _, _ = _setup(
-        job, job_dir, device, rank, world, load_file, applied={k: list(v) for k, v in s["applied"].items()},
+        job, job_dir, device, rank, world, applied={k: list(v) for k, v in s["applied"].items()},
         strength=s["strength"], mode="inference")
     cfg = float(s["cfg"])
 
