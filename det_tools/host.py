@@ -11,13 +11,14 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+
+from det_core.processes import end_process_group
 
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK_LINK_NAME = "det-comfyui"
@@ -141,17 +142,8 @@ class ComfyServer:
     def stop(self, timeout: float = 20.0) -> None:
         """End the server by its PID (its process group): SIGTERM, then SIGKILL after `timeout`."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        if proc is not None:
+            end_process_group(proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -21,6 +20,7 @@ from ..det_core import dist_train
 from ..det_core.adapter import DeTAdapter
 from ..det_core.arch import arch_of, patch_size
 from ..det_core.comfy_models import model_conds
+from ..det_core.processes import end_process_group
 from ..det_core.sequence_parallel import check_degree
 from ..det_core.train import StepLog
 
@@ -32,6 +32,27 @@ STOP_GRACE_S = 120.0
 POLL_S = 0.2
 MAX_GPUS = 64
 """The largest `gpus` and `sequence_parallel` the nodes take."""
+
+
+def node_inputs(verb: str, per_gpu: str = "") -> list:
+    """The gpus, sequence_parallel and model_file inputs of a node that can run on several GPUs: `verb` says what it
+    does ("Train", "Sample"), `per_gpu` what each GPU does besides holding its shard of the model."""
+    from comfy_api.latest import io
+
+    return [
+        io.Int.Input("gpus", default=1, min=1, max=MAX_GPUS, optional=True,
+                     tooltip=f"{verb} on this many GPUs of this machine with torch.distributed (FSDP2 shards the "
+                             f"frozen model per block{per_gpu}). 1: {verb.lower()} here, in ComfyUI's process. More "
+                             f"than 1 needs model_file."),
+        io.Int.Input("sequence_parallel", default=1, min=1, max=MAX_GPUS, optional=True,
+                     tooltip="For gpus > 1: how many GPUs share each video, split between them by rows (Ulysses: an "
+                             "all-to-all over heads around attention). It must divide gpus, the model's heads and "
+                             "the latent's rows of patches. For clips that do not fit one GPU's memory."),
+        io.Combo.Input("model_file", options=["none", *folder_paths.get_filename_list("diffusion_models")],
+                       default="none", optional=True,
+                       tooltip="For gpus > 1: the file Load Diffusion Model loaded (the worker processes load it "
+                               "themselves, in the same weight dtype)."),
+    ]
 
 
 def ranks_device() -> str:
@@ -169,8 +190,8 @@ def _run_group(job_dir: str, gpus: int, on_line, graceful: bool) -> tuple[int, d
             if stop_at is not None and time.monotonic() - stop_at > STOP_GRACE_S:
                 break
             time.sleep(POLL_S)
-    finally:
-        _end_group(proc)
+    finally:  # torchrun passes SIGTERM to the ranks; ranks that outlive it share its group
+        end_process_group(proc, 15.0, kill_stragglers=True)
     return proc.returncode, done, interrupted
 
 
@@ -251,25 +272,6 @@ def _job_dir() -> str:
 
 def _comfy_dir() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(mm.__file__)))
-
-
-def _end_group(proc: subprocess.Popen) -> None:
-    """Stop the torchrun process group if it still runs: SIGTERM (torchrun passes it to the ranks), then SIGKILL."""
-    if proc.poll() is None:
-        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    try:  # ranks that outlived torchrun (same process group)
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _saved_step(out_path: str, start: int) -> str:

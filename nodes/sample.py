@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import comfy.samplers
-import folder_paths
 import node_helpers
 import nodes as comfy_nodes
 from comfy_api.latest import io
@@ -66,16 +65,7 @@ class DeTApplyMotion(io.ComfyNode):
                 DetAdapterType.Input("low_noise_adapter", optional=True,
                                      tooltip="With low_noise_model: an adapter for the low-noise expert too "
                                              "(optional; the README says why the default leaves it out)."),
-                io.Int.Input("gpus", default=1, min=1, max=distributed.MAX_GPUS, optional=True,
-                             tooltip="Sample on this many GPUs with torch.distributed (the model sharded by FSDP2; "
-                                     "with sequence_parallel the video split between them). 1: sample here, in "
-                                     "ComfyUI's process. More than 1 needs model_file."),
-                io.Int.Input("sequence_parallel", default=1, min=1, max=distributed.MAX_GPUS, optional=True,
-                             tooltip="For gpus > 1: how many GPUs share the video, split by rows (it must divide "
-                                     "gpus, the heads and the rows of patches)."),
-                io.Combo.Input("model_file", options=["none", *folder_paths.get_filename_list("diffusion_models")],
-                               default="none", optional=True,
-                               tooltip="For gpus > 1: the file Load Diffusion Model loaded."),
+                *distributed.node_inputs("Sample"),
             ],
             outputs=[io.Latent.Output()],
         )

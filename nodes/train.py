@@ -139,19 +139,7 @@ class DeTTrainAdapter(io.ComfyNode):
                                        "A14B's high-noise expert."),
                 io.Float.Input("timestep_max", default=1000.0, min=0.0, max=1000.0, step=1.0, optional=True,
                                tooltip="Train only on timesteps up to this one (875 for a low-noise expert)."),
-                io.Int.Input("gpus", default=1, min=1, max=distributed.MAX_GPUS, optional=True,
-                             tooltip="Train on this many GPUs of this machine with torch.distributed (FSDP2 shards "
-                                     "the frozen model per block; each GPU makes its own noise/timestep draw per "
-                                     "step). 1: train here, in ComfyUI's process. More than 1 needs model_file."),
-                io.Int.Input("sequence_parallel", default=1, min=1, max=distributed.MAX_GPUS, optional=True,
-                             tooltip="For gpus > 1: how many GPUs share each sample, the video split between them by "
-                                     "rows (Ulysses: an all-to-all over heads around attention). It must divide "
-                                     "gpus, the model's heads and the latent's rows of patches. For clips that do "
-                                     "not fit one GPU's memory."),
-                io.Combo.Input("model_file", options=["none", *folder_paths.get_filename_list("diffusion_models")],
-                               default="none", optional=True,
-                               tooltip="For gpus > 1: the file Load Diffusion Model loaded (the worker processes "
-                                       "load it themselves, in the same weight dtype)."),
+                *distributed.node_inputs("Train", "; each GPU makes its own noise/timestep draw per step"),
             ],
             outputs=[DetAdapterType.Output(display_name="adapter"), io.Image.Output(display_name="loss_curve"),
                      io.String.Output(display_name="info")],
