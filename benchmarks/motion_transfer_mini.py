@@ -151,7 +151,7 @@ def run_in(ns: argparse.Namespace, base: str) -> dict:
             "runs": runs, "summary": summarise(runs)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python benchmarks/motion_transfer_mini.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", required=True, help="where the results go")
@@ -178,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-dir", help="ComfyUI base directory to use and keep (default: a temporary one, removed when the run ends well)")
     parser.add_argument("--weights", default=WEIGHTS, help="folder with the small world's weights")
     parser.add_argument("--timeout", type=float, default=1800.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     ns = parser.parse_args(argv)
     # a terminated run stops its server too (the `with` block's exit), instead of leaving it training
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -56,3 +56,32 @@ def test_object_codec_sizes_reads_every_motion_and_size(tmp_path):
     bad = subprocess.run([sys.executable, "benchmarks/object_codec_sizes.py", "--fractions", "0.5"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "larger objects leave the frame" in bad.stderr
+
+
+def test_object_world_rule_verdict_follows_the_written_rule():
+    """The keep rule of docs/miniworld/object_world_plan.md: each part at and around its threshold; the pendulum's
+    shape never counts; the fit needs 3 of the 4 motions; a missing weights folder is refused by name."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from object_world_rule import verdict
+
+    def codec(pose=0.9, shape=0.8, swing_shape=0.0):
+        return [{"motion": m, "pose_fidelity": pose, "own_shape": swing_shape if m == "swing" else shape}
+                for m in ("spin", "pulse", "swing", "loop_spin")]
+
+    def fit(*poses):
+        return [{"motion": m, "pose_fidelity": p} for m, p in zip(("spin", "pulse", "swing", "loop_spin"), poses)]
+
+    world_runs = [{"found": 1.0, "appearance": 0.78}] * 15
+    second_world = verdict(codec(), fit(0.02, 0.89, 0.80, 0.42), world_runs)  # the second object world's figures
+    assert second_world["parts"]["fit"]["motions_fitted"] == 2 and not second_world["parts"]["fit"]["holds"]
+    assert second_world["parts"]["codec"]["holds"] and second_world["parts"]["world"]["holds"]
+    assert not second_world["keep"]
+    assert verdict(codec(), fit(0.5, 0.89, 0.80, 0.42), world_runs)["keep"]  # 3 of 4, at the threshold
+    assert not verdict(codec(pose=0.69), fit(0.9, 0.9, 0.9, 0.9), world_runs)["keep"]
+    assert not verdict(codec(shape=0.69), fit(0.9, 0.9, 0.9, 0.9), world_runs)["keep"]
+    assert not verdict(codec(), fit(0.9, 0.9, 0.9), world_runs)["keep"]  # a motion not measured does not pass
+    assert not verdict(codec(), fit(0.9, 0.9, 0.9, 0.9), [{"found": 0.94, "appearance": 0.9}])["keep"]
+    assert not verdict(codec(), fit(0.9, 0.9, 0.9, 0.9), [{"found": 1.0, "appearance": 0.69}])["keep"]
+    bad = subprocess.run([sys.executable, "benchmarks/object_world_rule.py", "--weights", str(ROOT), "--json", "x.json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no miniworld_vae.safetensors there" in bad.stderr
