@@ -46,8 +46,8 @@ WORLD_ARGS = ["--seeds", "0", "1", "2", "--arms", "base", "--prompt", "a red dis
 def verdict(codec: list[dict], fit_runs: list[dict], world_runs: list[dict]) -> dict:
     """Each part's figures and whether it holds, from the codec rows (`object_codec_sizes.codec_row`), the
     fine-tune runs under the own caption and the base runs on the global paths."""
-    codec_ok = all(r["pose_fidelity"] >= CODEC_POSE and (r["motion"] not in SHAPE_MOTIONS or r["own_shape"] >= CODEC_SHAPE)
-                   for r in codec)
+    codec_ok = all(r["pose_fidelity"] >= CODEC_POSE
+                   and (r["motion"] not in SHAPE_MOTIONS or r["own_shape"] >= CODEC_SHAPE) for r in codec)
     fit = {r["motion"]: r["pose_fidelity"] for r in fit_runs}
     fitted = sum(v >= FIT_POSE for v in fit.values())
     found = float(np.mean([r["found"] for r in world_runs]))
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         codec.append(codec_row(m, half, ns.weights))
     out = ns.out or tempfile.mkdtemp(prefix="det_rule_")
     records = {}
-    for part, args, motions in (("fit", FIT_ARGS, list(world.OBJECT_MOTIONS)), ("world", WORLD_ARGS, list(world.MOTIONS))):
-        run_ns = mtm.build_parser().parse_args(["--json", "-", "--weights", ns.weights, "--out", os.path.join(out, part),
-                                                "--motions", *motions, *args])
+    for part, args, motions in (("fit", FIT_ARGS, world.OBJECT_MOTIONS), ("world", WORLD_ARGS, world.MOTIONS)):
+        run_ns = mtm.build_parser().parse_args(["--json", "-", "--weights", ns.weights, "--motions", *motions,
+                                                "--out", os.path.join(out, part), *args])
         records[part] = mtm.run(run_ns)
     result = verdict(codec, records["fit"]["runs"], records["world"]["runs"])
     result.update(weights=os.path.abspath(ns.weights), seconds=time.monotonic() - t0,
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                                 for r in p["codec"]["rows"]) + f" -> {'holds' if p['codec']['holds'] else 'FAILS'}")
     print("fit under the own caption: " + ", ".join(f"{m} {v:.2f}" for m, v in p["fit"]["pose_fidelity"].items())
           + f" ({p['fit']['motions_fitted']} of 4 >= {FIT_POSE}) -> {'holds' if p['fit']['holds'] else 'FAILS'}")
-    print(f"base on the global paths: object found {p['world']['found']:.0%}, target look {p['world']['target_look']:.0%}"
-          f" -> {'holds' if p['world']['holds'] else 'FAILS'}")
+    print(f"base on the global paths: object found {p['world']['found']:.0%}, target look "
+          f"{p['world']['target_look']:.0%} -> {'holds' if p['world']['holds'] else 'FAILS'}")
     print(f"keep: {'yes' if result['keep'] else 'no'} ({result['seconds'] / 60:.1f} min; JSON: {ns.json})")
     return 0
 

@@ -82,6 +82,6 @@ def test_object_world_rule_verdict_follows_the_written_rule():
     assert not verdict(codec(), fit(0.9, 0.9, 0.9), world_runs)["keep"]  # a motion not measured does not pass
     assert not verdict(codec(), fit(0.9, 0.9, 0.9, 0.9), [{"found": 0.94, "appearance": 0.9}])["keep"]
     assert not verdict(codec(), fit(0.9, 0.9, 0.9, 0.9), [{"found": 1.0, "appearance": 0.69}])["keep"]
-    bad = subprocess.run([sys.executable, "benchmarks/object_world_rule.py", "--weights", str(ROOT), "--json", "x.json"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([sys.executable, "benchmarks/object_world_rule.py", "--weights", str(ROOT),
+                          "--json", "x.json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no miniworld_vae.safetensors there" in bad.stderr
