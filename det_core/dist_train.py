@@ -301,6 +301,8 @@ def run_jobs(job_dirs: list[str]) -> int:
                 with open(os.path.join(d, f"error_rank{rank}.txt"), "w") as f:
                     f.write(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
                 raise
+        if world > 1:  # every rank done (rank 0's file saved) before any tears the group down: a gloo rank that
+            dist.barrier()  # left while its peer still worked was seen to abort (SIGABRT) after a finished run
         return 0
     finally:
         if world > 1 and dist.is_initialized():
