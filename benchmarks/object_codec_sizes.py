@@ -4,10 +4,10 @@ question (the first object-relative world failed its rule at the codec, README: 
     python benchmarks/object_codec_sizes.py [--weights DIR] [--fractions 0.125 0.1875 0.25] [--json OUT.json]
 
 For each motion of `miniworld.world.OBJECT_MOTIONS` and each object half-size (a fraction of the 96-pixel frame;
-the global paths use 1/8, the object-relative test motions 3/16), the reference is drawn, encoded and decoded by the VAE in --weights (default: the
-committed world's), and read as the experiment reads generated videos: pose fidelity against the drawn clip's own
-reading (1 = the motion kept, 0 = no better than standing still), the share of frames where the object is found,
-and where its own shape is read. Plain Python, about a minute on 2 cores.
+the global paths use 1/8, the object-relative test motions 3/16), the reference is drawn, encoded and decoded by
+the VAE in --weights (default: the committed world's), and read as the experiment reads generated videos: pose
+fidelity against the drawn clip's own reading (1 = the motion kept, 0 = no better than standing still), the share
+of frames where the object is found, and where its own shape is read. Plain Python, about a minute on 2 cores.
 """
 
 import argparse

@@ -75,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isfile(os.path.join(ns.weights, name)):
             parser.error(f"--weights {ns.weights}: no {name} there (train one with python -m miniworld.train)")
     t0 = time.monotonic()
-    codec = []
-    for m in world.OBJECT_MOTIONS:
-        half = world.reference_scene(m).half_size / world.SIZE
-        codec.append(codec_row(m, half, ns.weights))
+    codec = [codec_row(m, world.OBJECT_HALF_FRACTION, ns.weights) for m in world.OBJECT_MOTIONS]
     out = ns.out or tempfile.mkdtemp(prefix="det_rule_")
     records = {}
     for part, args, motions in (("fit", FIT_ARGS, world.OBJECT_MOTIONS), ("world", WORLD_ARGS, world.MOTIONS)):
