@@ -89,6 +89,12 @@ def test_random_scenes_with_object_motion_draw_every_kind_and_stay_inside():
     assert {s.shape for s in scenes} == set(world.ALL_SHAPES)
     kinds = np.mean([[s.angle is not None, s.scale is not None, s.swing is not None] for s in scenes], axis=0)
     assert 0.3 < kinds[0] < 0.5 and 0.25 < kinds[1] < 0.45 and 0.1 < kinds[2] < 0.3, kinds
+    # the spins turn as fast as the spin reference does (its median turn is 0.20 rad per frame, half its frames
+    # turn 0.2 or more); the rates drawn before SPIN_RATE_RANGE had a median of 0.10 and 16 % at 0.2 or more
+    turns = np.abs(np.concatenate([np.diff(s.angle) for s in scenes if s.angle is not None]))
+    ref = np.abs(np.diff(world.reference_scene("spin").angle))
+    assert abs(np.median(turns) - np.median(ref)) < 0.04 and (turns >= 0.2).mean() > 0.4, np.median(turns)
+    assert turns.max() >= ref.max()
     for _ in range(3000):  # every draw fits the frame (a large pendulum that also pulses is drawn smaller)
         world.random_scene(rng, object_motion=True)
     for s in scenes[:40]:
