@@ -18,6 +18,7 @@ Writes into demo_output/: `reference.mp4`, `base.mp4`, `det.mp4`, `side_by_side.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -34,16 +35,27 @@ from det_tools.client import ComfyClient  # noqa: E402
 from det_tools.host import ComfyServer  # noqa: E402
 from det_core.video import write_video  # noqa: E402
 from miniworld import world  # noqa: E402
-from miniworld.experiment import (Settings, prepare, reference_ceiling, run_case, side_by_side,  # noqa: E402
-                                  write_reference)
+from miniworld.experiment import (WEIGHTS, Settings, prepare, reference_ceiling, run_case,  # noqa: E402
+                                  side_by_side, target_for, write_reference)
 
-MOTION, TARGET, SEED = "figure_eight", "a red disc", 0
+MOTION, SEED = "figure_eight", 0
 DEMO_STEPS = 200
+DEMO_WEIGHTS = WEIGHTS
+"""The folder with the demo world's weights (`MOTION` must be one its experiment measured)."""
+SETTINGS: dict = {}
+"""The demo's DeT settings beyond `Settings`' defaults (the experiment's picks for this world)."""
 
 
 def strip(rows: list[np.ndarray], every: int = 4) -> np.ndarray:
     """Rows of frames [F, H, W, 3] (0..1) -> one image, every `every`-th frame side by side, one row per clip."""
     return np.concatenate([np.concatenate(list(r[::every]), axis=1) for r in rows], axis=0)
+
+
+def summary(s: dict) -> str:
+    """One arm's scores in a line: pose fidelity first on an object-relative motion (what it measures)."""
+    pose = f"pose fidelity {s['pose_fidelity']:.3f}, " if "pose_fidelity" in s else ""
+    return (f"{pose}motion fidelity {s['motion_fidelity']:.3f} (local {s['local']:.3f}, global {s['global']:.3f}), "
+            f"target appearance {s['appearance']:.0%}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,18 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host-dir", required=True, help="the ComfyUI folder (make setup writes it to .comfyui-path)")
     parser.add_argument("--out", default="demo_output", help="where the outputs go")
     parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="DeT training steps")
+    parser.add_argument("--motion", default=MOTION, choices=world.MOTIONS + world.OBJECT_MOTIONS,
+                        help="the reference motion (the demo's scores and settings are for its default)")
+    parser.add_argument("--weights", default=DEMO_WEIGHTS, help="folder with the small world's weights")
     parser.add_argument("--timeout", type=float, default=900.0)
     ns = parser.parse_args(argv)
 
     out = os.path.abspath(ns.out)
     shutil.rmtree(out, ignore_errors=True)
-    base = prepare(os.path.join(out, "comfy_base"))
+    base = prepare(os.path.join(out, "comfy_base"), ns.weights)
     print("[DeT demo] a small SYNTHETIC world: a 9.5 M-parameter HunyuanVideo trained on drawn clips, a stand-in "
           "VAE and caption encoder; the DeT nodes are the pack's own. In this world DeT beats the base model on "
           "motion fidelity for 3 of the 5 test motions averaged over 5 seeds (figure-eight, shown here: +0.044), "
           "ties on loop and loses on spiral, by margins mostly within the seed-to-seed spread (see the README)")
-    ref = write_reference(base, MOTION)
-    settings = Settings(train_steps=ns.steps)
+    motion, target = ns.motion, target_for(ns.motion)
+    ref = write_reference(base, motion, ns.weights)
+    settings = Settings(**{**SETTINGS, "train_steps": ns.steps})
     t0 = time.monotonic()
 
     def progress(mtype, data):
@@ -73,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[DeT demo]   training step {data['step']}/{data['total']} loss {data['loss']:.4f}", flush=True)
 
     with ComfyServer(ns.host_dir, base_dir=base, log_path=os.path.join(out, "comfyui.log")) as server:
-        runs, frames = run_case(ComfyClient(server.url), ref, TARGET, SEED, settings, arms=("base", "det"),
+        runs, frames = run_case(ComfyClient(server.url), ref, target, SEED, settings, arms=("base", "det"),
                                 save_dir=os.path.join(out, "frames"), timeout=ns.timeout, on_message=progress)
     clips = {"reference": ref.frames, "base": frames["base"] / 255.0, "det": frames["det"] / 255.0}
     for name, clip in clips.items():
@@ -85,23 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     for path in frames["loss_curve"]:
         shutil.copy(path, os.path.join(out, "loss_curve.png"))
     adapter = os.path.join(out, "det_demo_adapter.safetensors")
-    shutil.copy(os.path.join(base, "models", "det_adapters", f"mini_{MOTION}_s{SEED}_det.safetensors"), adapter)
-    keys = ("motion_fidelity", "local", "global", "appearance", "leak")
-    scores = {r["arm"]: {k: r[k] for k in keys} for r in runs}
-    scores["reference_through_vae"] = {k: v for k, v in reference_ceiling(ref).items() if k in keys}
+    shutil.copy(os.path.join(base, "models", "det_adapters", f"mini_{motion}_s{SEED}_det.safetensors"), adapter)
+    keys = ("motion_fidelity", "local", "global", "appearance", "leak", "pose_fidelity")
+    scores = {r["arm"]: {k: r[k] for k in keys if k in r} for r in runs}
+    scores["reference_through_vae"] = {k: v for k, v in reference_ceiling(ref, ns.weights).items() if k in keys}
     with open(os.path.join(out, "scores.json"), "w") as f:
-        json.dump({"motion": MOTION, "target": TARGET, "seed": SEED, "train_steps": ns.steps, "scores": scores}, f,
-                  indent=2)
+        json.dump({"motion": motion, "target": target, "seed": SEED, "train_steps": ns.steps,
+                   "settings": dataclasses.asdict(settings), "weights": ns.weights, "scores": scores}, f, indent=2)
     with open(os.path.join(out, "info.txt"), "w") as f:
-        f.write(f"small synthetic world; reference {ref.caption} ({MOTION}), target {TARGET!r}, seed {SEED}\n"
-                f"{frames['info']}\n" + "".join(
-                    f"{arm}: motion fidelity {s['motion_fidelity']:.3f}, appearance {s['appearance']:.0%}\n"
-                    for arm, s in scores.items()))
+        f.write(f"small synthetic world; reference {ref.caption} ({motion}), target {target!r}, seed {SEED}\n"
+                f"{frames['info']}\n" + "".join(f"{arm}: {summary(s)}\n" for arm, s in scores.items()))
 
     print(f"[DeT demo] finished in {time.monotonic() - t0:.1f} s")
     for arm, s in scores.items():
-        print(f"[DeT demo] {arm:21s} motion fidelity {s['motion_fidelity']:.3f} (local {s['local']:.3f}, "
-              f"global {s['global']:.3f}), target appearance {s['appearance']:.0%}")
+        print(f"[DeT demo] {arm:21s} {summary(s)}")
     for name in ("side_by_side.mp4", "strip.png", "reference.mp4", "base.mp4", "det.mp4", "loss_curve.png",
                  "det_demo_adapter.safetensors", "scores.json", "info.txt"):
         print(f"[DeT demo] output: {os.path.join(out, name)}")
