@@ -85,3 +85,34 @@ def test_object_world_rule_verdict_follows_the_written_rule():
     bad = subprocess.run([sys.executable, "benchmarks/object_world_rule.py", "--weights", str(ROOT),
                           "--json", "x.json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no miniworld_vae.safetensors there" in bad.stderr
+
+
+def test_object_world_target_follows_the_issue_rule(tmp_path):
+    """Issue 20's target: DeT above the base on every object-relative motion by more than the base's spread over
+    seeds, and the target's look kept on >= 80 % of frames; a JSON without the object-relative runs is refused."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from object_world_target import target
+
+    def runs(det_pose: dict, look=0.9, base_pose=(0.1, 0.3)):
+        out = []
+        for m, d in det_pose.items():
+            for seed, b in enumerate(base_pose):  # the base's mean 0.2, its std over seeds 0.1
+                out.append({"arm": "base", "motion": m, "seed": seed, "pose_fidelity": b, "appearance": 0.9,
+                            "leak": 0.0})
+                out.append({"arm": "det", "motion": m, "seed": seed, "pose_fidelity": d, "appearance": look,
+                            "leak": 0.0})
+                out.append({"arm": "finetune", "motion": m, "seed": seed, "pose_fidelity": 0.9, "appearance": 0.5,
+                            "leak": 0.25})
+        return out
+
+    met = target(runs({"spin": 0.35, "pulse": 0.7}))
+    assert met["met"] and met["motions_above"] == 2 and met["largest_margin"] == "pulse"
+    assert met["leak"]["finetune"] == 0.25 and met["leak"]["det_no_track"] is None
+    at_spread = target(runs({"spin": 0.3, "pulse": 0.7}))  # margin 0.1 = the base's std: not above it
+    assert not at_spread["met"] and at_spread["motions_above"] == 1
+    assert not target(runs({"spin": 0.35, "pulse": 0.7}, look=0.79))["met"]
+    with open(tmp_path / "global.json", "w") as f:
+        json.dump({"runs": [{"arm": "base", "motion": "loop", "motion_fidelity": 0.5}]}, f)
+    bad = subprocess.run([sys.executable, "benchmarks/object_world_target.py", "--json", str(tmp_path / "global.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no object-relative runs" in bad.stderr
