@@ -1,0 +1,101 @@
+"""Is a generated object turned like the reference's, frame by frame? A check of the rotation reading, by masks.
+
+The small world's pose fidelity reads each frame's rotation from the object's outline (`miniworld.measure`) and
+compares the readings over time. Where the codec blurs a fast-turning triangle into a rounded blob, that reading
+can lose track on a clip whose frames look like the reference's. This script measures the same thing another way:
+for every frame it centres the generated object's mask and the decoded reference's mask (the experiment compares
+with the decoded reference too), turns the generated one by each angle in +-60 degrees (3-degree steps) and keeps
+the angle with the largest overlap. That angle is how far the generated object is turned away from the reference
+on that frame. Only meaningful when both show the same shape (a fit under the reference's own caption).
+
+    python benchmarks/rotation_alignment.py --frames DIR --weights W [--motion spin] [--json OUT.json]
+
+DIR holds the generated frames as PNGs (the `finetune_*.png` that `object_world_rule.py --out` writes under
+`fit/spin_s7/mini_spin_s7/`; `--prefix` picks another arm). Prints each frame's angle, the reading's pose fidelity
+and the alignment's (1 - sum |angle off| / sum |reference's turn so far|, the pose fidelity formula with the
+alignment's angles as the error).
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+from scipy import ndimage
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from miniworld import world  # noqa: E402
+from miniworld.experiment import POSE_PARAMETER, WEIGHTS, decoded, pose_fidelity  # noqa: E402
+
+SEARCH_DEG = tuple(range(-60, 61, 3))
+
+
+def object_mask(clip: np.ndarray) -> np.ndarray:
+    """[F, H, W, 3] 0..1 -> [F, H, W] bool: the coloured object against the grey background."""
+    return (clip.max(-1) - clip.min(-1)) > 0.25
+
+
+def centred(mask: np.ndarray) -> np.ndarray:
+    h, w = mask.shape
+    if not mask.any():
+        return mask.astype(np.float64)
+    cy, cx = ndimage.center_of_mass(mask)
+    return ndimage.shift(mask.astype(np.float64), ((h - 1) / 2 - cy, (w - 1) / 2 - cx), order=1)
+
+
+def angle_off(generated: np.ndarray, reference: np.ndarray) -> float:
+    """Degrees to turn the generated mask (counter-clockwise in image coordinates, scipy's sense) so that it
+    overlaps the reference mask most; both are centred first."""
+    g, r = centred(generated), centred(reference)
+    return float(max(SEARCH_DEG, key=lambda t: np.minimum(ndimage.rotate(g, t, reshape=False, order=1), r).sum()))
+
+
+def alignment(generated: np.ndarray, reference: np.ndarray, reference_angle: np.ndarray) -> dict:
+    """Per-frame angles off (degrees) and the pose-fidelity-form score against the reference's turn (radians)."""
+    offs = np.array([angle_off(g, r) for g, r in zip(object_mask(generated), object_mask(reference))])
+    travel = np.abs(np.asarray(reference_angle) - reference_angle[0]).sum()
+    score = max(0.0, 1.0 - np.radians(np.abs(offs)).sum() / max(travel, 1e-9))
+    return {"angles_off_deg": offs.tolist(), "mean_abs_off_deg": float(np.abs(offs).mean()), "fidelity": score}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/rotation_alignment.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", required=True, help="folder with the generated frames (PNG)")
+    parser.add_argument("--prefix", default="finetune_", help="the frames' file-name prefix (the arm)")
+    parser.add_argument("--motion", default="spin", choices=("spin", "loop_spin"))
+    parser.add_argument("--weights", default=WEIGHTS, help="folder with the world's VAE (for the decoded reference)")
+    parser.add_argument("--json", help="write the figures here")
+    ns = parser.parse_args(argv)
+    from PIL import Image
+
+    from miniworld.measure import read_video
+
+    files = sorted(glob.glob(os.path.join(ns.frames, f"{ns.prefix}*.png")))
+    if len(files) != world.FRAMES:
+        parser.error(f"{ns.frames}: {len(files)} frames named {ns.prefix}*.png, the world's clips have "
+                     f"{world.FRAMES}; give the folder of one run (e.g. OUT/fit/spin_s7/mini_spin_s7)")
+    gen = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]) / 255.0
+    scene = world.reference_scene(ns.motion, colour="blue")
+    ref = decoded(np.asarray(world.render(scene)), ns.weights)
+    result = alignment(gen, ref, scene.angle)
+    column = POSE_PARAMETER[ns.motion]
+    result["reading_pose_fidelity"] = pose_fidelity(read_video(gen, pose=True).pose, read_video(ref, pose=True).pose,
+                                                    column)
+    result.update(frames=os.path.abspath(ns.frames), motion=ns.motion, weights=os.path.abspath(ns.weights))
+    print("angle off the decoded reference per frame (degrees): " + " ".join(f"{a:g}" for a in
+                                                                            result["angles_off_deg"]))
+    print(f"mean |angle off| {result['mean_abs_off_deg']:.1f} degrees; alignment fidelity {result['fidelity']:.2f}; "
+          f"the reading's pose fidelity {result['reading_pose_fidelity']:.2f}")
+    if ns.json:
+        with open(ns.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
