@@ -1,8 +1,8 @@
 """Is a generated object turned like the reference's, frame by frame? A check of the rotation reading, by masks.
 
-The small world's pose fidelity reads each frame's rotation from the object's outline (`miniworld.measure`) and
-compares the readings over time. Where the codec blurs a fast-turning triangle into a rounded blob, that reading
-can lose track on a clip whose frames look like the reference's. This script measures the same thing another way:
+The small world's pose fidelity reads each frame's rotation from the object's mask (`miniworld.measure`: complex
+moments now; an outline search before, which lost track of rounded blobs on clips whose frames look like the
+reference's) and compares the readings over time. This script measures the same thing another way, as a check:
 for every frame it centres the generated object's mask and the decoded reference's mask (the experiment compares
 with the decoded reference too), turns the generated one by each angle in +-60 degrees (3-degree steps) and keeps
 the angle with the largest overlap. That angle is how far the generated object is turned away from the reference

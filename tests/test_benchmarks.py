@@ -88,6 +88,21 @@ def test_object_world_rule_verdict_follows_the_written_rule():
     assert bad.returncode == 2 and "no miniworld_vae.safetensors there" in bad.stderr
 
 
+def test_selection_adds_the_long_det_candidate_only_for_object_motions():
+    """The object-relative selection gains DeT at lr 3e-4 for 600 steps (written in the plan before it ran); the
+    global paths' candidates stay those their recorded selection used (docs/miniworld/selection.json)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from motion_transfer_mini_select import candidates
+
+    with open(os.path.join(ROOT, "docs", "miniworld", "selection.json")) as f:
+        recorded = [(c["arm"], c["changes"]) for c in json.load(f)["candidates"]]
+    assert candidates(("figure_eight", "loop")) == recorded
+    long = {"learning_rate": 3e-4, "train_steps": 600}
+    added = [c for c in candidates(("pulse", "spin")) if c not in recorded]
+    assert added == [("det", {**long, "strength": s}) for s in (1.0, 0.75, 0.5)]
+    assert not [c for c in candidates(("figure_eight",)) if c[1].get("train_steps") == 600]
+
+
 def test_object_world_target_follows_the_issue_rule(tmp_path):
     """Issue 20's target: DeT above the base on every object-relative motion by more than the base's spread over
     seeds, and the target's look kept on >= 80 % of frames; a JSON without the object-relative runs is refused."""
