@@ -33,6 +33,10 @@ from miniworld import world  # noqa: E402
 from miniworld.experiment import POSE_PARAMETER, WEIGHTS, decoded, pose_fidelity  # noqa: E402
 
 SEARCH_DEG = tuple(range(-60, 61, 3))
+FOLLOWS_DEG, MISSES_DEG, READING_POSE = 15.0, 25.0, 0.5
+"""The plan's confirmation (written before the fifth world was measured): the reading is confirmed on a clip when
+the alignment and the reading agree: within `FOLLOWS_DEG` and pose fidelity >= `READING_POSE`, or `MISSES_DEG` or
+more and below it. Between the two angles the alignment itself cannot tell, and nothing is confirmed."""
 
 
 def object_mask(clip: np.ndarray) -> np.ndarray:
@@ -63,6 +67,13 @@ def alignment(generated: np.ndarray, reference: np.ndarray, reference_angle: np.
     return {"angles_off_deg": offs.tolist(), "mean_abs_off_deg": float(np.abs(offs).mean()), "fidelity": score}
 
 
+def confirms(mean_abs_off_deg: float, reading_pose_fidelity: float) -> bool:
+    """Whether the alignment confirms the reading on one clip (`FOLLOWS_DEG`'s rule)."""
+    if mean_abs_off_deg <= FOLLOWS_DEG:
+        return reading_pose_fidelity >= READING_POSE
+    return mean_abs_off_deg >= MISSES_DEG and reading_pose_fidelity < READING_POSE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/rotation_alignment.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,11 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     column = POSE_PARAMETER[ns.motion]
     result["reading_pose_fidelity"] = pose_fidelity(read_video(gen, pose=True).pose, read_video(ref, pose=True).pose,
                                                     column)
+    result["confirms_reading"] = confirms(result["mean_abs_off_deg"], result["reading_pose_fidelity"])
     result.update(frames=os.path.abspath(ns.frames), motion=ns.motion, weights=os.path.abspath(ns.weights))
     print("angle off the decoded reference per frame (degrees): " + " ".join(f"{a:g}" for a in
                                                                             result["angles_off_deg"]))
     print(f"mean |angle off| {result['mean_abs_off_deg']:.1f} degrees; alignment fidelity {result['fidelity']:.2f}; "
-          f"the reading's pose fidelity {result['reading_pose_fidelity']:.2f}")
+          f"the reading's pose fidelity {result['reading_pose_fidelity']:.2f}; the two "
+          f"{'agree: the reading is confirmed' if result['confirms_reading'] else 'do not agree: not confirmed'}")
     if ns.json:
         with open(ns.json, "w") as f:
             json.dump(result, f, indent=2)

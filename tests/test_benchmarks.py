@@ -141,9 +141,13 @@ def test_rotation_alignment_finds_how_far_each_frame_is_turned(tmp_path):
     import dataclasses
 
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    from rotation_alignment import alignment
+    from rotation_alignment import alignment, confirms
 
     from miniworld import world
+
+    # the plan's confirmation: the two must agree; between 15 and 25 degrees the alignment cannot tell
+    assert confirms(5.9, 0.97) and confirms(30.4, 0.01) and confirms(15.0, 0.5) and confirms(25.0, 0.49)
+    assert not confirms(5.9, 0.28) and not confirms(30.4, 0.6) and not confirms(20.0, 0.9) and not confirms(20, 0.1)
 
     scene = world.reference_scene("spin", colour="blue")
     off = np.zeros(world.FRAMES)
