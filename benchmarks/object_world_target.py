@@ -5,9 +5,12 @@ The target was written down before the experiment was run (`docs/miniworld/objec
 - on every object-relative motion, DeT's mean pose fidelity over the seeds is above the base arm's by more than
   the base arm's standard deviation over the same seeds;
 - DeT keeps the target's look (its colour and shape read) on >= 80 % of frames, over all its runs;
-- the fine-tune's leak (frames showing the reference's colour) is reported beside it.
+- the fine-tune's leak (frames showing the reference's colour) is reported beside it;
+- a spin motion whose rotation reading `benchmarks/rotation_alignment.py` did not confirm (`confirms_reading`
+  false in its JSON, given with --alignment) is not measured: it is listed as such and left out of the verdict and
+  of the look (the fifth world's rule in the plan).
 
-    python benchmarks/object_world_target.py --json EXPERIMENT.json [--out TARGET.json]
+    python benchmarks/object_world_target.py --json EXPERIMENT.json [--alignment ALIGN.json ...] [--out TARGET.json]
 
 Prints one row per motion (base and DeT mean ± std, the margin, whether it holds) and the verdict.
 """
@@ -22,13 +25,15 @@ LOOK = 0.8
 MEASURE = "pose_fidelity"
 
 
-def target(runs: list[dict]) -> dict:
-    """The rule of the module docstring over the runs (records with arm, motion, seed and scores)."""
-    posed = [r for r in runs if MEASURE in r]
+def target(runs: list[dict], not_measured: tuple[str, ...] = ()) -> dict:
+    """The rule of the module docstring over the runs (records with arm, motion, seed and scores), leaving out the
+    motions in `not_measured`."""
+    posed = [r for r in runs if MEASURE in r and r["motion"] not in not_measured]
     motions = list(dict.fromkeys(r["motion"] for r in posed))
     if not motions:
-        raise ValueError("no object-relative runs (pose_fidelity) in this JSON: run motion_transfer_mini.py "
-                         "with --motions spin pulse swing loop_spin")
+        raise ValueError("no measured object-relative runs (pose_fidelity) in this JSON: run "
+                         "motion_transfer_mini.py with --motions spin pulse swing loop_spin"
+                         + (f" (not measured: {', '.join(not_measured)})" if not_measured else ""))
     rows = []
     for m in motions:
         base = [r[MEASURE] for r in posed if r["arm"] == "base" and r["motion"] == m]
@@ -45,7 +50,8 @@ def target(runs: list[dict]) -> dict:
         return float(np.mean(v)) if v else None
 
     look = mean_of("det", "appearance")
-    out = {"rows": rows, "motions_above": sum(r["holds"] for r in rows), "det_look": look,
+    out = {"rows": rows, "not_measured": sorted({r["motion"] for r in runs if r["motion"] in not_measured}),
+           "motions_above": sum(r["holds"] for r in rows), "det_look": look,
            "look_holds": look is not None and look >= LOOK,
            "leak": {arm: mean_of(arm, "leak") for arm in ("base", "det_no_track", "det", "finetune")}}
     out["met"] = out["motions_above"] == len(rows) and out["look_holds"]
@@ -57,17 +63,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/object_world_target.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", required=True, help="the experiment's JSON (motion_transfer_mini.py --json)")
+    parser.add_argument("--alignment", nargs="+", default=[], metavar="ALIGN.json",
+                        help="rotation_alignment.py's JSON for a spin motion; one whose reading is not confirmed "
+                             "is not measured")
     parser.add_argument("--out", help="write the verdict here as JSON")
     ns = parser.parse_args(argv)
+    unconfirmed = []
+    for path in ns.alignment:
+        try:
+            with open(path) as f:
+                align = json.load(f)
+            if not align["confirms_reading"]:
+                unconfirmed.append(align["motion"])
+        except (OSError, ValueError, KeyError) as e:
+            parser.error(f"--alignment {path}: not a rotation_alignment.py JSON with motion and confirms_reading "
+                         f"({e})")
     try:
         with open(ns.json) as f:
-            result = target(json.load(f)["runs"])
+            result = target(json.load(f)["runs"], tuple(unconfirmed))
     except (OSError, ValueError, KeyError) as e:
         parser.error(f"{ns.json}: {e}")
     for r in result["rows"]:
         print(f"{r['motion']:10s} base {r['base_mean']:.3f} ± {r['base_std']:.3f}  det {r['det_mean']:.3f} ± "
               f"{r['det_std']:.3f}  margin {r['margin']:+.3f} -> {'above' if r['holds'] else 'NOT above'} the "
               "base's spread")
+    for m in result["not_measured"]:
+        print(f"{m:10s} not measured: the rotation reading is not confirmed on it")
     leak = ", ".join(f"{a} {v:.0%}" for a, v in result["leak"].items() if v is not None)
     print(f"DeT keeps the target's look on {result['det_look']:.0%} of frames (>= {LOOK:.0%}: "
           f"{'yes' if result['look_holds'] else 'no'}); leak: {leak}")

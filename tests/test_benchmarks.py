@@ -127,11 +127,23 @@ def test_object_world_target_follows_the_issue_rule(tmp_path):
     at_spread = target(runs({"spin": 0.3, "pulse": 0.7}))  # margin 0.1 = the base's std: not above it
     assert not at_spread["met"] and at_spread["motions_above"] == 1
     assert not target(runs({"spin": 0.35, "pulse": 0.7}, look=0.79))["met"]
+    # a spin whose reading is unconfirmed leaves the verdict: the pulse alone decides it
+    judged = target(runs({"spin": 0.3, "pulse": 0.7}), not_measured=("spin",))
+    assert judged["met"] and judged["not_measured"] == ["spin"] and [r["motion"] for r in judged["rows"]] == ["pulse"]
+    with open(tmp_path / "object.json", "w") as f:
+        json.dump({"runs": runs({"spin": 0.3, "pulse": 0.7})}, f)
+    for motion, confirms in (("spin", False), ("pulse", True)):
+        with open(tmp_path / f"align_{motion}.json", "w") as f:
+            json.dump({"motion": motion, "confirms_reading": confirms}, f)
+    cli = subprocess.run([sys.executable, "benchmarks/object_world_target.py", "--json", str(tmp_path / "object.json"),
+                          "--alignment", str(tmp_path / "align_spin.json"), str(tmp_path / "align_pulse.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0 and "spin       not measured" in cli.stdout and "target met: yes (1 of 1" in cli.stdout
     with open(tmp_path / "global.json", "w") as f:
         json.dump({"runs": [{"arm": "base", "motion": "loop", "motion_fidelity": 0.5}]}, f)
     bad = subprocess.run([sys.executable, "benchmarks/object_world_target.py", "--json", str(tmp_path / "global.json")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "no object-relative runs" in bad.stderr
+    assert bad.returncode == 2 and "no measured object-relative runs" in bad.stderr
 
 
 def test_rotation_alignment_finds_how_far_each_frame_is_turned(tmp_path):
