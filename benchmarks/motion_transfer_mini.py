@@ -142,7 +142,7 @@ def run_in(ns: argparse.Namespace, base: str) -> dict:
                                  [ref.frames, frames["base"], frames["det"], frames["finetune"]])
     # the ceiling needs an object the world's reading understands: drawn references only
     ceiling = {ref.name: reference_ceiling(ref, ns.weights) for ref in refs
-               if ref.name in world.MOTIONS + world.OBJECT_MOTIONS}
+               if ref.name in world.TEST_MOTIONS}
     return {"settings": asdict(s), "ceiling": ceiling, "prompt": ns.prompt, "weights": ns.weights,
             "own_caption": ns.own_caption, "targets": {r.name: target(ns, r) for r in refs},
             "motions": [r.name for r in refs],
@@ -157,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", required=True, help="where the results go")
     parser.add_argument("--quick", action="store_true", help="one motion (figure-eight), one seed, 200 steps")
     parser.add_argument("--motions", nargs="+", default=list(world.MOTIONS),
-                        choices=list(world.MOTIONS + world.OBJECT_MOTIONS),
-                        help="global paths (default: all five) and/or object-relative motions "
+                        choices=list(world.TEST_MOTIONS),
+                        help="global paths (default: the five that turn or halt; drift: a steady one) and/or object-relative motions "
                              f"({', '.join(world.OBJECT_MOTIONS)}; these need a base model pretrained with "
                              "miniworld.train --object-motion, given with --weights)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(EXPERIMENT_SEEDS))

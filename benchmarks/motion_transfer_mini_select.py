@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SELECTION_SEEDS))
     parser.add_argument("--motions", nargs="+", default=list(world.MOTIONS),
-                        choices=list(world.MOTIONS + world.OBJECT_MOTIONS))
+                        choices=list(world.TEST_MOTIONS))
     parser.add_argument("--prompt", default=None, help="the target prompt (default: each motion's, as the experiment)")
     parser.add_argument("--weights", default=WEIGHTS, help="folder with the small world's weights")
     parser.add_argument("--timeout", type=float, default=1800.0)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host-dir", required=True, help="the ComfyUI folder (make setup writes it to .comfyui-path)")
     parser.add_argument("--out", default="demo_output", help="where the outputs go")
     parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="DeT training steps")
-    parser.add_argument("--motion", default=MOTION, choices=world.MOTIONS + world.OBJECT_MOTIONS,
+    parser.add_argument("--motion", default=MOTION, choices=world.TEST_MOTIONS,
                         help="the reference motion (the demo's scores and settings are for its default)")
     parser.add_argument("--weights", default=DEMO_WEIGHTS, help="folder with the small world's weights")
     parser.add_argument("--timeout", type=float, default=900.0)

@@ -43,9 +43,13 @@ EXTRA_SHAPES = ("pendulum",)
 so that the committed base model's random clips and caption vectors stay what they were."""
 ALL_SHAPES = SHAPES + EXTRA_SHAPES
 MOTIONS = ("figure_eight", "spiral", "zig_zag", "stop_and_go", "loop")
+STEADY_MOTIONS = ("drift",)
+"""A global path that needs no clock: the same step on every frame (the five `MOTIONS` turn or halt at fixed
+times, which an adapter fed features that do not know the frame cannot place). Not drawn in pretraining."""
 """The global-path test motions (a rigid object moving along a named path)."""
 OBJECT_MOTIONS = ("spin", "pulse", "swing", "loop_spin")
 """The object-relative test motions; `loop_spin` combines the loop path with spinning."""
+TEST_MOTIONS = MOTIONS + STEADY_MOTIONS + OBJECT_MOTIONS
 MOTION_SHAPE = {"spin": "triangle", "pulse": "square", "swing": "pendulum", "loop_spin": "triangle"}
 """The reference object's shape for each object-relative motion (one whose motion can be seen: a disc's spin
 cannot)."""
@@ -161,12 +165,14 @@ def reference_path(motion: str, frames: int = FRAMES, size: int = SIZE) -> np.nd
         prog = np.cumsum(speed)
         prog = prog / prog[-1]
         x, y = c + a * (2 * prog - 1), c + 0.6 * a * (2 * prog - 1)
+    elif motion == "drift":  # stop-and-go's diagonal without the halts: the same step on every frame
+        x, y = c + a * (2 * s - 1), c + 0.6 * a * (2 * s - 1)
     elif motion == "loop":  # moving right, one loop-the-loop in the middle
         th = 2 * math.pi * np.clip((s - 0.25) / 0.5, 0, 1)
         x = c + a * (2 * s - 1) - 0.45 * a * np.sin(th)
         y = c + 0.1 * a - 0.45 * a * (1 - np.cos(th))
     else:
-        raise ValueError(f"motion {motion!r} is not one of {', '.join(MOTIONS)}")
+        raise ValueError(f"motion {motion!r} is not one of {', '.join(MOTIONS + STEADY_MOTIONS)}")
     return np.stack([x, y], axis=-1)
 
 
@@ -250,7 +256,7 @@ def reference_scene(motion: str, colour: str = "blue", shape: str | None = None,
     if half_fraction is None:
         half_fraction = OBJECT_HALF_FRACTION if motion in OBJECT_MOTIONS else 0.125
     half = half_fraction * size
-    if motion in MOTIONS:
+    if motion in MOTIONS + STEADY_MOTIONS:
         return Scene(shape=shape, colour=colour, half_size=half, path=reference_path(motion, frames, size),
                      background=background)
     s = np.linspace(0.0, 1.0, frames)
@@ -264,7 +270,7 @@ def reference_scene(motion: str, colour: str = "blue", shape: str | None = None,
                      swing=0.8 * np.sin(2 * math.pi * 1.5 * s))
     if motion == "loop_spin":
         return Scene(shape, colour, half, reference_path("loop", frames, size), background, angle=spin_angle(frames))
-    raise ValueError(f"motion {motion!r} is not one of {', '.join(MOTIONS + OBJECT_MOTIONS)}")
+    raise ValueError(f"motion {motion!r} is not one of {', '.join(TEST_MOTIONS)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

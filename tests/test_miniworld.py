@@ -52,6 +52,16 @@ def test_named_motions_differ_from_each_other_and_move():
     assert (stop < 1e-9).sum() >= 6 and (stop > 1.0).sum() >= 10  # halts and goes
 
 
+def test_drift_takes_the_same_step_on_every_frame_and_crosses_the_frame():
+    """The steady motion needs no clock: every frame's step is the same, unlike each of the five paths."""
+    steps = np.diff(world.reference_scene("drift").path, axis=0)
+    np.testing.assert_allclose(steps, np.broadcast_to(steps[0], steps.shape), atol=1e-9)
+    assert np.linalg.norm(steps, axis=-1).sum() > world.SIZE / 2
+    for m in world.MOTIONS:
+        other = np.diff(world.reference_path(m), axis=0)
+        assert np.abs(other - other.mean(axis=0)).max() > 1.0, m
+
+
 @pytest.mark.parametrize("motion", world.OBJECT_MOTIONS)
 def test_object_relative_motions_move_points_on_the_object_with_it(motion):
     """Spin, pulse, swing and loop + spin: every tracked point stays on the object's colour in every frame (the
