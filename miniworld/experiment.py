@@ -127,7 +127,8 @@ class Reference:
         return self.pose is not None
 
 
-TARGETS = {"spin": "a red square", "pulse": "a red disc", "swing": "a red pendulum", "loop_spin": "a red square"}
+TARGETS = {"spin": "a red square", "pulse": "a red disc", "swing": "a red pendulum", "loop_spin": "a red square",
+           "grow": "a red disc"}
 """The target prompt of each object-relative motion: an object whose own motion can be seen (a disc's spin
 cannot; only a pendulum has a bob). The global paths use the benchmark's prompt ("a red disc")."""
 DEFAULT_TARGET = "a red disc"
@@ -138,7 +139,7 @@ def target_for(motion: str, prompt: str | None = None) -> str:
     return prompt or TARGETS.get(motion, DEFAULT_TARGET)
 
 
-POSE_PARAMETER = {"spin": 0, "loop_spin": 0, "swing": 0, "pulse": 1}
+POSE_PARAMETER = {"spin": 0, "loop_spin": 0, "swing": 0, "pulse": 1, "grow": 1}
 """Which pose column carries each object-relative motion: rotation (a pendulum's swing reads as a rotation of the
 whole mask) or scale."""
 
@@ -162,7 +163,7 @@ def write_reference(base: str, motion: str, weights: str = WEIGHTS) -> Reference
 
     scene = world.reference_scene(motion, colour="blue")
     frames, tracks = world.render(scene), world.object_tracks(scene)
-    pose = read_video(decoded(frames, weights), pose=True).pose if motion in world.OBJECT_MOTIONS else None
+    pose = read_video(decoded(frames, weights), pose=True).pose if motion in world.POSE_MOTIONS else None
     ref = Reference(motion, f"mini_{motion}.mp4", f"mini_{motion}_tracks.npy", tracks, scene.caption, frames, pose)
     write_video(frames, os.path.join(base, "input", ref.clip), fps=world.FPS)
     np.save(os.path.join(base, "input", ref.track_file), tracks)

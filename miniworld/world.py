@@ -9,6 +9,8 @@ Everything is drawn here, seeded, with exact ground truth:
   disc with a bob on a rod: a two-part object) whose bob swings, and the loop path with the triangle spinning (a
   global path combined with object motion). `random_scene(..., object_motion=True)` adds spin, pulse and swing at
   random to the pretraining clips (the committed base model was trained without them);
+- two steady test motions need no clock, the same step on every frame: `drift` (a straight path at constant
+  speed, `STEADY_MOTIONS`) and `grow` (a square growing by the same factor on every frame, `STEADY_OBJECT_MOTIONS`);
 - `render` draws a clip `[F, H, W, 3]` float in [0, 1] (anti-aliased shapes, plain or softly textured background);
 - `object_tracks` gives MTBench tracks `[F, N, 3]` (x/W, y/H, visibility) of points spread over the object, each
   moved by the object's translation, rotation and scale (and, on a pendulum's bob, by the swing).
@@ -49,8 +51,13 @@ times, which an adapter fed features that do not know the frame cannot place). N
 """The global-path test motions (a rigid object moving along a named path)."""
 OBJECT_MOTIONS = ("spin", "pulse", "swing", "loop_spin")
 """The object-relative test motions; `loop_spin` combines the loop path with spinning."""
-TEST_MOTIONS = MOTIONS + STEADY_MOTIONS + OBJECT_MOTIONS
-MOTION_SHAPE = {"spin": "triangle", "pulse": "square", "swing": "pendulum", "loop_spin": "triangle"}
+STEADY_OBJECT_MOTIONS = ("grow",)
+"""An object-relative motion that needs no clock: the size grows by the same factor on every frame (the pulse turns
+from growing to shrinking at fixed times). Not drawn as such in pretraining (its pulses last at most 15 frames)."""
+POSE_MOTIONS = OBJECT_MOTIONS + STEADY_OBJECT_MOTIONS
+"""The motions read by the object's pose (rotation, scale) as well as by its tracks."""
+TEST_MOTIONS = MOTIONS + STEADY_MOTIONS + POSE_MOTIONS
+MOTION_SHAPE = {"spin": "triangle", "pulse": "square", "swing": "pendulum", "loop_spin": "triangle", "grow": "square"}
 """The reference object's shape for each object-relative motion (one whose motion can be seen: a disc's spin
 cannot)."""
 BACKGROUND_LEVELS = (0.12, 0.32)
@@ -247,14 +254,14 @@ def random_scene(rng: np.random.Generator, frames: int = FRAMES, size: int = SIZ
 
 def reference_scene(motion: str, colour: str = "blue", shape: str | None = None, frames: int = FRAMES,
                     size: int = SIZE, background: float = 0.2, half_fraction: float | None = None) -> Scene:
-    """A named test motion: a global path (`MOTIONS`, a square by default) or an object-relative motion
-    (`OBJECT_MOTIONS`, the shape of `MOTION_SHAPE` by default), centred in the frame; the object's half-size is
+    """A named test motion: a global path (`MOTIONS`, `STEADY_MOTIONS`; a square by default) or an object-relative
+    motion (`POSE_MOTIONS`, the shape of `MOTION_SHAPE` by default), centred in the frame; the object's half-size is
     `half_fraction` of the frame (default: 1/8 on the global paths, `OBJECT_HALF_FRACTION` on the object-relative
     motions)."""
     shape = shape or MOTION_SHAPE.get(motion, "square")
     check_object(colour, shape)
     if half_fraction is None:
-        half_fraction = OBJECT_HALF_FRACTION if motion in OBJECT_MOTIONS else 0.125
+        half_fraction = OBJECT_HALF_FRACTION if motion in POSE_MOTIONS else 0.125
     half = half_fraction * size
     if motion in MOTIONS + STEADY_MOTIONS:
         return Scene(shape=shape, colour=colour, half_size=half, path=reference_path(motion, frames, size),
@@ -265,6 +272,8 @@ def reference_scene(motion: str, colour: str = "blue", shape: str | None = None,
         return Scene(shape, colour, half, c, background, angle=spin_angle(frames))
     if motion == "pulse":  # two cycles between 0.7 and 1.3 times its size
         return Scene(shape, colour, half, c, background, scale=1 + 0.3 * np.sin(2 * math.pi * 2 * s))
+    if motion == "grow":  # from 0.7 to 1.3 times its size (the pulse's range), the same factor on every frame
+        return Scene(shape, colour, half, c, background, scale=0.7 * (1.3 / 0.7) ** s)
     if motion == "swing":  # the bob swings 1.5 times, up to 0.8 rad each side; the body sits above the centre
         return Scene(shape, colour, half, c - [0.0, 0.7 * half], background,
                      swing=0.8 * np.sin(2 * math.pi * 1.5 * s))
