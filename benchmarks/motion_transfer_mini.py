@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--motions", nargs="+", default=list(world.MOTIONS),
                         choices=list(world.TEST_MOTIONS),
                         help="global paths (default: the five that turn or halt; drift: a steady one) and/or object-relative motions "
-                             f"({', '.join(world.OBJECT_MOTIONS)}; these need a base model pretrained with "
+                             f"({', '.join(world.POSE_MOTIONS)}; these need a base model pretrained with "
                              "miniworld.train --object-motion, given with --weights)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(EXPERIMENT_SEEDS))
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",

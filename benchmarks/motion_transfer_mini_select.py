@@ -56,7 +56,7 @@ MEANS = ("score", "motion_fidelity", "found", "appearance", "target_colour", "le
 def candidates(motions: list[str] | tuple[str, ...] = world.MOTIONS) -> list[tuple[str, dict]]:
     """(arm, settings changes), the strengths innermost: consecutive prompts then differ only in Apply DeT Motion,
     and the server reuses the trained adapter from its cache."""
-    training = DET_TRAINING + (OBJECT_DET_TRAINING if set(motions) & set(world.OBJECT_MOTIONS) else ())
+    training = DET_TRAINING + (OBJECT_DET_TRAINING if set(motions) & set(world.POSE_MOTIONS) else ())
     out = [("base", {})]
     out += [("det", {**t, "strength": s}) for t in training for s in STRENGTHS]
     out += [("finetune", {"finetune_learning_rate": lr}) for lr in FINETUNE_LEARNING_RATES]

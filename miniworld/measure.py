@@ -173,8 +173,9 @@ def _moments(mask: np.ndarray, centroid: tuple[float, float]) -> dict[int, compl
 
 
 def moment_angles(readings: list[FrameReading]) -> np.ndarray:
-    """[F] the object's turn (radians, clockwise on screen) relative to its first found frame, from the complex
-    moments (module doc); frames without an object, or with too weak a part, hold the last angle."""
+    """[F] the object's turn (radians, clockwise on screen) relative to the first found frame whose part is strong
+    enough (`MOMENT_STRENGTH`), from the complex moments (module doc); frames without an object, or with too weak
+    a part, hold the last angle."""
     moments = [_moments(r.mask, r.centroid) if r.found else None for r in readings]
     seen = [m for m in moments if m is not None]
     if not seen:

@@ -45,10 +45,10 @@ EXTRA_SHAPES = ("pendulum",)
 so that the committed base model's random clips and caption vectors stay what they were."""
 ALL_SHAPES = SHAPES + EXTRA_SHAPES
 MOTIONS = ("figure_eight", "spiral", "zig_zag", "stop_and_go", "loop")
+"""The global-path test motions (a rigid object moving along a named path)."""
 STEADY_MOTIONS = ("drift",)
 """A global path that needs no clock: the same step on every frame (the five `MOTIONS` turn or halt at fixed
 times, which an adapter fed features that do not know the frame cannot place). Not drawn in pretraining."""
-"""The global-path test motions (a rigid object moving along a named path)."""
 OBJECT_MOTIONS = ("spin", "pulse", "swing", "loop_spin")
 """The object-relative test motions; `loop_spin` combines the loop path with spinning."""
 STEADY_OBJECT_MOTIONS = ("grow",)

@@ -59,6 +59,20 @@ def test_object_codec_sizes_reads_every_motion_and_size(tmp_path):
     assert bad.returncode == 2 and "larger objects leave the frame" in bad.stderr
 
 
+def test_rotation_reading_figures_are_those_the_readme_quotes(tmp_path):
+    """The rotation reading's error on the drawn spins (under half a degree), through the committed VAE (a few
+    degrees on average) and on a disc (no turn): the figures the README gives for the reading."""
+    out = tmp_path / "reading.json"
+    done = subprocess.run([sys.executable, "benchmarks/rotation_reading.py", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.load(open(out))
+    rows = {r["motion"]: r for r in figures["rows"]}
+    assert set(rows) == {"spin", "loop_spin"}
+    assert all(r["drawn_max_deg"] < 0.5 and r["decoded_mean_deg"] < 5.0 for r in rows.values()), rows
+    assert figures["disc_max_deg"] < 1.0
+
+
 def test_object_world_rule_verdict_follows_the_written_rule():
     """The keep rule of docs/miniworld/object_world_plan.md: each part at and around its threshold; the pendulum's
     shape never counts; the fit needs 3 of the 4 motions; a missing weights folder is refused by name."""
