@@ -41,6 +41,9 @@ from .model import FLOW_SHIFT, MODEL_FILE, VAE_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS = os.path.join(ROOT, "miniworld", "weights")
+OBJECT_WEIGHTS = os.path.join(ROOT, "miniworld", "weights_object")
+"""The fifth object world (README, The small world): the committed world continued for 3,000 steps on clips with
+spin, pulse and swing (`python -m miniworld.train --object-motion --refine-only --refine-steps 3000`); the same VAE."""
 ARMS = ("base", "det_no_track", "det", "finetune")
 EXPERIMENT_SEEDS = (0, 1, 2, 3, 4)
 """The seeds the experiment reports; settings are picked on others (SELECTION_SEEDS)."""

@@ -231,10 +231,12 @@ def test_caption_encoder_is_fixed_and_tells_captions_apart():
     assert cond[0][0].shape == (1, 3, 32) and cond[0][1]["pooled_output"].shape == (1, 768)
 
 
-def test_committed_weights_match_their_training_record():
-    record = json.load(open(os.path.join(WEIGHTS, "train_log.json")))
+@pytest.mark.parametrize("folder", [WEIGHTS, os.path.join(os.path.dirname(WEIGHTS), "weights_object")])
+def test_committed_weights_match_their_training_record(folder):
+    """Both committed worlds: the global paths' and the fifth object world (the demo's)."""
+    record = json.load(open(os.path.join(folder, "train_log.json")))
     for name in (MODEL_FILE, VAE_FILE):
-        path = os.path.join(WEIGHTS, name)
+        path = os.path.join(folder, name)
         assert hashlib.sha256(open(path, "rb").read()).hexdigest() == record["files"][name]["sha256"], name
         assert os.path.getsize(path) <= 25 * 2**20
     assert record["seconds"] <= 45 * 60 and record["threads"] == 2
