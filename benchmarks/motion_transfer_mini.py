@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="one motion (figure-eight), one seed, 200 steps")
     parser.add_argument("--motions", nargs="+", default=list(world.MOTIONS),
                         choices=list(world.TEST_MOTIONS),
-                        help="global paths (default: the five that turn or halt; drift: a steady one) and/or object-relative motions "
+                        help="global paths (default: the five that turn or halt; drift: a steady one) and/or "
+                             "object-relative motions "
                              f"({', '.join(world.POSE_MOTIONS)}; these need a base model pretrained with "
                              "miniworld.train --object-motion, given with --weights)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(EXPERIMENT_SEEDS))
