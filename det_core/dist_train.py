@@ -168,6 +168,18 @@ def rank_errors(job_dir: str) -> list[str]:
     return out
 
 
+def finished(job_dir: str, done: dict | None) -> bool:
+    """Whether a job's work is complete, whatever the group's exit code: rank 0 writes its `done` line (from
+    `read_progress`) after the last save (the adapter, or the sampled latent), and a rank that raises writes its
+    error first. A gloo rank was seen to abort (SIGABRT) while the process group was torn down after a finished
+    run, which made torchrun exit non-zero with every file in place."""
+    return done is not None and not rank_errors(job_dir)
+
+
+ABORT_AT_EXIT_ENV = "DET_DIST_TEST_ABORT_AT_EXIT"
+"""For the tests: the rank (a number) that aborts after its jobs are done, as a gloo rank was seen to do."""
+
+
 # -- the worker ------------------------------------------------------------------------------------------------------
 
 def _header_state_dict(path: str) -> tuple[dict, dict]:
@@ -473,4 +485,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.environ.get(ABORT_AT_EXIT_ENV) == os.environ.get("RANK", "0"):
+        os.abort()
+    # Every file is written and closed, and the process group is destroyed: skip the interpreter's teardown, where
+    # threads of gloo and of the imported ComfyUI modules can still run (a rank was seen to abort there).
+    os._exit(exit_code)

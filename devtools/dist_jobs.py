@@ -62,9 +62,11 @@ def tiny_job(comfy_dir: str, folder: str, arch_name: str, draws_per_step: int = 
     return dist_train.write_job(folder, job, adapter, x0, cond, tracks)
 
 
-def torchrun(job_dirs, ranks: int, timeout: float = 300, threads: int = 1) -> subprocess.CompletedProcess:
-    """Run job folder(s) on `ranks` processes of this machine, each with `threads` CPU threads."""
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS=str(threads))
+def torchrun(job_dirs, ranks: int, timeout: float = 300, threads: int = 1,
+             env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run job folder(s) on `ranks` processes of this machine, each with `threads` CPU threads (`env`: more
+    environment variables)."""
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS=str(threads), **(env or {}))
     return subprocess.run(dist_train.launch_command(job_dirs, ranks), cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

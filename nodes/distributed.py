@@ -195,11 +195,47 @@ def _run_group(job_dir: str, gpus: int, on_line, graceful: bool) -> tuple[int, d
     return proc.returncode, done, interrupted
 
 
+LOG_DIR = "det_logs"
+"""Where a failed job's log is kept, in ComfyUI's output folder (its temp folder, which holds the job, is emptied
+when the server starts and stops)."""
+
+
+def finished(job_dir: str, gpus: int, code: int, done: dict | None) -> bool:
+    """Whether the job's work is complete (`dist_train.finished`); a complete job whose group exited non-zero is
+    logged with its kept log, and its result is used."""
+    if not dist_train.finished(job_dir, done):
+        return False
+    if code != 0:
+        log.warning("[DeT] the %d ranks finished the job and saved, then their group exited with code %s (%s); the "
+                    "result is kept. The ranks' log: %s", gpus, code, _exit_lines(job_dir), _keep_log(job_dir))
+    return True
+
+
 def _failure(job_dir: str, gpus: int, what: str, code: int, kept: str = "") -> RuntimeError:
     errors = dist_train.rank_errors(job_dir)
     why = errors[0].splitlines()[0] if errors else _exit_lines(job_dir)
     return RuntimeError(f"DeT {what} on {gpus} ranks failed (exit code {code}): {why}{kept}; the ranks' log: "
-                        f"{os.path.join(job_dir, 'log.txt')}")
+                        f"{_keep_log(job_dir)}")
+
+
+def _keep_log(job_dir: str) -> str:
+    """Copy the job's log and the ranks' errors to output/det_logs/<job id>.txt; returns where it is (the job's own
+    log when the copy fails)."""
+    src = os.path.join(job_dir, "log.txt")
+    try:
+        out_dir = os.path.join(folder_paths.get_output_directory(), LOG_DIR)
+        os.makedirs(out_dir, exist_ok=True)
+        dst = os.path.join(out_dir, os.path.basename(job_dir) + ".txt")
+        with open(dst, "w") as out:
+            for part in dist_train.rank_errors(job_dir):
+                out.write(f"== error_{part}\n\n")
+            out.write("== log.txt\n")
+            with open(src, errors="replace") as f:
+                out.write(f.read())
+        return dst
+    except OSError as e:
+        log.warning("[DeT] could not keep the ranks' log of %s: %s", job_dir, e)
+        return src
 
 
 def train(run, gpus: int, model_path: str, progress, sequence_parallel: int = 1) -> list[StepLog]:
@@ -211,7 +247,7 @@ def train(run, gpus: int, model_path: str, progress, sequence_parallel: int = 1)
     on_step = progress(run, logs)
     start = run.adapter.meta.steps
     code, done, _ = _run_group(job_dir, gpus, lambda line: on_step(StepLog(**line)), graceful=True)
-    if code != 0 or done is None:
+    if not finished(job_dir, gpus, code, done):
         raise _failure(job_dir, gpus, "training", code, f"; {_saved_step(run.out_path, start)}")
     if os.path.isfile(run.out_path):
         run.adapter = DeTAdapter.load(run.out_path)
@@ -254,7 +290,7 @@ def sample(model, adapter, applied: dict, strength: float, positive, negative, l
                                          graceful=False)
     if interrupted:
         raise mm.InterruptProcessingException()
-    if code != 0 or done is None:
+    if not finished(job_dir, gpus, code, done):
         raise _failure(job_dir, gpus, "sampling", code)
     from safetensors.torch import load_file
 
@@ -292,4 +328,6 @@ def _exit_lines(job_dir: str) -> str:
         return "no log"
     keep = [ln.strip() for ln in text.splitlines()
             if "exitcode" in ln or "Signal" in ln or ("rank" in ln.lower() and "error" in ln.lower())]
-    return "; ".join(keep[:4]) or "a rank ended without saying why"
+    # what a process that aborted printed before it died (a C++ exception from gloo or NCCL, say)
+    keep += [ln.strip() for ln in text.splitlines() if ln.startswith(("terminate called", "  what():"))][:2]
+    return "; ".join(keep[:6]) or "a rank ended without saying why"

@@ -5,13 +5,15 @@
   sequence-parallel ranks sharing one draw give the adapter of one process with that draw.
 - Through the server, Train DeT Adapter with gpus=2 (the session server runs with DET_DIST_CPU=1, so its ranks are
   CPU processes): it finishes and reports each step; an interrupt keeps a resumable checkpoint; a rank killed
-  mid-run gives a clear error, keeps the last checkpoint and leaves no process behind; bad requests are refused by
-  name before any work starts.
+  mid-run gives a clear error (its log kept in output/det_logs/), keeps the last checkpoint and leaves no process
+  behind; bad requests are refused by name before any work starts. A rank that aborts after the job is done (as a
+  gloo rank was seen to do in teardown) does not lose the result.
 - Apply DeT Motion with gpus=2 samples the latent ComfyUI's process samples.
 """
 
 import glob
 import os
+import re
 import subprocess
 import sys
 import time
@@ -95,6 +97,22 @@ def test_a_job_folder_runs_from_a_shell_and_says_what_is_wrong(comfy_host, tmp_p
     assert run.returncode != 0 and "no job here" in run.stderr
 
 
+def test_a_rank_that_aborts_after_the_job_is_done_does_not_lose_the_result(comfy_host, tmp_path):
+    """A gloo rank was seen to abort (SIGABRT) in the group's teardown after a finished run: torchrun then exits
+    non-zero with the adapter saved. Made to happen here (rank 1 aborts at exit); the job counts as finished, while
+    a job whose rank wrote an error, or that never wrote its done line, does not."""
+    job = tiny_job(comfy_host, str(tmp_path / "job"), "hunyuan_video", steps=2)
+    run = torchrun(job, 2, env={dist_train.ABORT_AT_EXIT_ENV: "1"})
+    assert run.returncode != 0 and re.search(r"exitcode\s*: -6", run.stdout + run.stderr)
+    done = [e for e in dist_train.read_progress(job)[0] if "done" in e]
+    assert done == [{"done": 2, "stopped_early": False}] and dist_train.finished(job, done[0])
+    assert DeTAdapter.load(os.path.join(job, "out.safetensors")).meta.steps == 2
+    assert not dist_train.finished(job, None)
+    with open(os.path.join(job, "error_rank1.txt"), "w") as f:
+        f.write("RuntimeError: a rank failed\n")
+    assert not dist_train.finished(job, done[0])
+
+
 # -- through the server -----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -169,10 +187,14 @@ def test_a_rank_that_dies_mid_run_gives_a_clear_error_and_keeps_the_checkpoint(c
             killed.append(pid)
 
     t0 = time.monotonic()
-    with pytest.raises(PromptExecutionError, match=r"DeT training on 2 ranks failed .*keeps step [2-9]"):
+    with pytest.raises(PromptExecutionError, match=r"DeT training on 2 ranks failed .*keeps step [2-9]") as failed:
         comfy.run(graph("dist_killed", 100000, overwrite=True, checkpoint_every=2), on_message=kill_rank_one,
                   timeout=600)
     assert killed and time.monotonic() - t0 < 300
+    # the ranks' log is kept where ComfyUI's start and stop do not empty it, and it names the killed rank
+    kept = re.search(r"the ranks' log: (\S+\.txt)", str(failed.value)).group(1)
+    assert os.path.dirname(kept) == os.path.join(comfy_base, "output", "det_logs")
+    assert re.search(rf"exitcode\s*: -9 \(pid: {killed[0]}\)", open(kept).read())
     assert not any(alive(p) for p in rank_pids(newest_job(comfy_base)))
     assert DeTAdapter.load(os.path.join(adapters, "dist_killed.safetensors")).meta.steps >= 2
 
