@@ -132,12 +132,12 @@ def run_in(ns: argparse.Namespace, base: str) -> dict:
         for ref in refs:
             for seed in seeds:
                 t1 = time.monotonic()
-                save = os.path.join(out, f"{ref.name}_s{seed}") if seed == seeds[0] else None
+                save = os.path.join(out, f"{ref.name}_s{seed}") if seed == seeds[0] or ns.save_all else None
                 case, frames = run_case(client, ref, target(ns, ref), seed, s, tuple(ns.arms), save, ns.timeout)
                 runs += case
                 print(f"[mini] {ref.name} seed {seed} ({time.monotonic() - t1:.0f} s): " + ", ".join(
                     f"{r['arm']} {r['motion_fidelity']:.3f} / {r['appearance']:.0%}" for r in case), flush=True)
-                if save and {"base", "det", "finetune"} <= set(ns.arms):
+                if save and seed == seeds[0] and {"base", "det", "finetune"} <= set(ns.arms):
                     side_by_side(os.path.join(out, f"{ref.name}_reference_base_det_finetune.mp4"),
                                  [ref.frames, frames["base"], frames["det"], frames["finetune"]])
     # the ceiling needs an object the world's reading understands: drawn references only
@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tracks", help="its MTBench tracks [frames, points, 3] (.npy)")
     parser.add_argument("--reference-caption", default="a blue square", help="caption of --reference")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "motion_transfer_mini"))
+    parser.add_argument("--save-all", action="store_true",
+                        help="save every seed's frames under --out (<motion>_s<seed>/), not only the first seed's")
     parser.add_argument("--base-dir", help="ComfyUI base directory to use and keep (default: a temporary one, removed when the run ends well)")
     parser.add_argument("--weights", default=WEIGHTS, help="folder with the small world's weights")
     parser.add_argument("--timeout", type=float, default=1800.0)

@@ -131,9 +131,11 @@ class Reference:
 
 
 TARGETS = {"spin": "a red square", "pulse": "a red disc", "swing": "a red pendulum", "loop_spin": "a red square",
-           "grow": "a red disc"}
+           "grow": "a red disc", "turn": "a red triangle"}
 """The target prompt of each object-relative motion: an object whose own motion can be seen (a disc's spin
-cannot; only a pendulum has a bob). The global paths use the benchmark's prompt ("a red disc")."""
+cannot; only a pendulum has a bob). The global paths use the benchmark's prompt ("a red disc"). The turn keeps the
+triangle (only the colour changes), so that the image alignment of `benchmarks/rotation_alignment.py`, which
+compares the generated object's mask with the decoded reference's, can read it."""
 DEFAULT_TARGET = "a red disc"
 
 
@@ -142,7 +144,7 @@ def target_for(motion: str, prompt: str | None = None) -> str:
     return prompt or TARGETS.get(motion, DEFAULT_TARGET)
 
 
-POSE_PARAMETER = {"spin": 0, "loop_spin": 0, "swing": 0, "pulse": 1, "grow": 1}
+POSE_PARAMETER = {"spin": 0, "loop_spin": 0, "swing": 0, "pulse": 1, "grow": 1, "turn": 0}
 """Which pose column carries each object-relative motion: rotation (a pendulum's swing reads as a rotation of the
 whole mask) or scale."""
 

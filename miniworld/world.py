@@ -9,8 +9,9 @@ Everything is drawn here, seeded, with exact ground truth:
   disc with a bob on a rod: a two-part object) whose bob swings, and the loop path with the triangle spinning (a
   global path combined with object motion). `random_scene(..., object_motion=True)` adds spin, pulse and swing at
   random to the pretraining clips (the committed base model was trained without them);
-- two steady test motions need no clock, the same step on every frame: `drift` (a straight path at constant
-  speed, `STEADY_MOTIONS`) and `grow` (a square growing by the same factor on every frame, `STEADY_OBJECT_MOTIONS`);
+- three steady test motions need no clock, the same step on every frame: `drift` (a straight path at constant
+  speed, `STEADY_MOTIONS`), `grow` (a square growing by the same factor on every frame) and `turn` (the spin's
+  triangle turning at a constant speed) (`STEADY_OBJECT_MOTIONS`);
 - `render` draws a clip `[F, H, W, 3]` float in [0, 1] (anti-aliased shapes, plain or softly textured background);
 - `object_tracks` gives MTBench tracks `[F, N, 3]` (x/W, y/H, visibility) of points spread over the object, each
   moved by the object's translation, rotation and scale (and, on a pendulum's bob, by the swing).
@@ -51,13 +52,16 @@ STEADY_MOTIONS = ("drift",)
 times, which an adapter fed features that do not know the frame cannot place). Not drawn in pretraining."""
 OBJECT_MOTIONS = ("spin", "pulse", "swing", "loop_spin")
 """The object-relative test motions; `loop_spin` combines the loop path with spinning."""
-STEADY_OBJECT_MOTIONS = ("grow",)
-"""An object-relative motion that needs no clock: the size grows by the same factor on every frame (the pulse turns
-from growing to shrinking at fixed times). Not drawn as such in pretraining (its pulses last at most 15 frames)."""
+STEADY_OBJECT_MOTIONS = ("grow", "turn")
+"""Object-relative motions that need no clock: the size grows by the same factor on every frame (the pulse turns
+from growing to shrinking at fixed times; pretraining's pulses grow for at most 15 frames), and the triangle turns by
+the same angle on every frame, one turn in the clip (the spin speeds up and slows down at fixed times; pretraining's
+spins keep a rate for 8 frames on average, so a whole clip at one rate is rare there)."""
 POSE_MOTIONS = OBJECT_MOTIONS + STEADY_OBJECT_MOTIONS
 """The motions read by the object's pose (rotation, scale) as well as by its tracks."""
 TEST_MOTIONS = MOTIONS + STEADY_MOTIONS + POSE_MOTIONS
-MOTION_SHAPE = {"spin": "triangle", "pulse": "square", "swing": "pendulum", "loop_spin": "triangle", "grow": "square"}
+MOTION_SHAPE = {"spin": "triangle", "pulse": "square", "swing": "pendulum", "loop_spin": "triangle", "grow": "square",
+                "turn": "triangle"}
 """The reference object's shape for each object-relative motion (one whose motion can be seen: a disc's spin
 cannot)."""
 BACKGROUND_LEVELS = (0.12, 0.32)
@@ -274,6 +278,8 @@ def reference_scene(motion: str, colour: str = "blue", shape: str | None = None,
         return Scene(shape, colour, half, c, background, scale=1 + 0.3 * np.sin(2 * math.pi * 2 * s))
     if motion == "grow":  # from 0.7 to 1.3 times its size (the pulse's range), the same factor on every frame
         return Scene(shape, colour, half, c, background, scale=0.7 * (1.3 / 0.7) ** s)
+    if motion == "turn":  # one turn, the same angle (11.25 degrees) on every frame
+        return Scene(shape, colour, half, c, background, angle=2 * math.pi * s)
     if motion == "swing":  # the bob swings 1.5 times, up to 0.8 rad each side; the body sits above the centre
         return Scene(shape, colour, half, c - [0.0, 0.7 * half], background,
                      swing=0.8 * np.sin(2 * math.pi * 1.5 * s))
