@@ -306,9 +306,12 @@ def score(report: dict, reference_tracks: np.ndarray, target: tuple[str, str], r
 
 
 def load_frames(files: list[str], arm: str) -> np.ndarray | None:
+    """The arm's frames (`<arm>_00001_.png`, ...: "det" does not take "det_no_track"'s) as [F, H, W, 3] uint8."""
+    import re
+
     from PIL import Image
 
-    mine = sorted(f for f in files if os.path.basename(f).startswith(f"{arm}_"))
+    mine = sorted(f for f in files if re.fullmatch(rf"{re.escape(arm)}_\d+_?\.png", os.path.basename(f)))
     if not mine:
         return None
     return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in mine])

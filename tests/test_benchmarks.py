@@ -189,3 +189,67 @@ def test_rotation_alignment_finds_how_far_each_frame_is_turned(tmp_path):
     bad = subprocess.run([sys.executable, "benchmarks/rotation_alignment.py", "--frames", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "1 frames named finetune_*.png" in bad.stderr
+
+
+def saved_turn_run(folder, seeds=(0, 1)):
+    """The layout `motion_transfer_mini.py --save-all` writes, for the turn: arm det a red triangle turning with the
+    reference, base one standing still, det_no_track a red disc; a loss curve beside them. Returns the two clips."""
+    from PIL import Image
+
+    from miniworld import world
+
+    turning = np.asarray(world.render(world.reference_scene("turn", colour="red")))
+    still = np.asarray(world.render(world.reference_scene("turn", colour="red", frames=1)))[[0] * world.FRAMES]
+    disc = np.asarray(world.render(world.reference_scene("turn", colour="red", shape="disc")))
+    for seed in seeds:
+        run = folder / f"turn_s{seed}" / f"mini_turn_s{seed}"
+        run.mkdir(parents=True)
+        for arm, clip in (("det", turning), ("base", still), ("det_no_track", disc)):
+            for i, frame in enumerate(clip):
+                Image.fromarray((frame * 255 + 0.5).astype(np.uint8)).save(run / f"{arm}_{i + 1:05d}_.png")
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(run / "loss_curve_00001_.png")
+    return turning, still
+
+
+def test_seed_strip_shows_every_seed_of_each_arm_in_order(tmp_path):
+    """Rows: the reference, then base and DeT per seed, each row every 4th frame of that arm (DeT's row is not
+    DeT-without-tracking's, whose file names start the same)."""
+    from PIL import Image
+
+    from miniworld import world
+
+    turning, still = saved_turn_run(tmp_path, seeds=(3, 1))
+    out = tmp_path / "strip.png"
+    run = subprocess.run([sys.executable, "benchmarks/seed_strip.py", "--runs", str(tmp_path), "--motion", "turn",
+                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    image = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    s, label = world.SIZE, 86
+    assert image.shape == (5 * s + 4 * 2, label + 9 * s, 3)
+
+    def row(i):
+        return image[i * (s + 2): i * (s + 2) + s, label:]
+
+    expect = {1: still, 2: turning, 3: still, 4: turning}  # seed 1 base, det; seed 3 base, det
+    for i, clip in expect.items():
+        want = np.concatenate(list((clip[::4] * 255 + 0.5).astype(np.uint8)), axis=1).astype(int)
+        assert np.abs(row(i) - want).max() <= 1, i
+    assert np.abs(row(2) - row(1)).max() > 100  # the turning and the still triangle differ somewhere
+
+
+def test_rotation_alignment_scores_every_arm_and_seed_of_a_saved_run(tmp_path):
+    """`--runs`: in the layout `motion_transfer_mini.py --save-all` writes, an arm whose red triangle turns with the
+    reference follows the turn on both seeds, one whose triangle stands still misses it; other PNGs (a loss curve)
+    are skipped."""
+    from miniworld.experiment import OBJECT_WEIGHTS
+
+    turning, still = saved_turn_run(tmp_path)
+    out = tmp_path / "a.json"
+    run = subprocess.run([sys.executable, "benchmarks/rotation_alignment.py", "--runs", str(tmp_path), "--motion",
+                          "turn", "--weights", OBJECT_WEIGHTS, "--json", str(out)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    arms = json.loads(out.read_text())["arms"]
+    assert set(arms) == {"det", "base", "det_no_track"}
+    assert arms["det"]["follows"] == 2 and arms["det"]["mean_abs_off_deg"] < 8, arms
+    assert arms["base"]["misses"] == 2 and arms["base"]["mean_abs_off_deg"] > 25, arms

@@ -94,6 +94,18 @@ def test_spin_turns_the_drawing_clockwise_and_its_speed_varies():
     assert (xs < cx).sum() > 2 * (xs > cx).sum()  # the base is on the left, the narrow apex on the right
 
 
+def test_turn_is_the_spin_at_one_speed():
+    """The steady turn: the spin's triangle, same size and place, turned by the same angle on every frame, one turn
+    in the clip; the spin's steps vary."""
+    turn, spin = world.reference_scene("turn"), world.reference_scene("spin")
+    step = np.diff(turn.angle)
+    np.testing.assert_allclose(step, np.radians(11.25), atol=1e-12)
+    assert turn.angle[-1] - turn.angle[0] == pytest.approx(2 * np.pi)
+    assert (turn.shape, turn.half_size) == (spin.shape, spin.half_size)
+    np.testing.assert_array_equal(turn.path, spin.path)
+    assert np.ptp(np.diff(spin.angle)) > 0.1
+
+
 def test_random_scenes_with_object_motion_draw_every_kind_and_stay_inside():
     rng = np.random.default_rng(3)
     scenes = [world.random_scene(rng, object_motion=True) for _ in range(200)]
