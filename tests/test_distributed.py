@@ -50,7 +50,12 @@ def same_training(one, two, start_of, what=""):
         assert fb == pytest.approx(fa, rel=1e-5) and tb == pytest.approx(ta, rel=1e-5), what
     moved = min(float((a[k] - start[k]).abs().max()) for k in a)
     assert moved > 1e-3, what  # three steps of lr 1e-3 moved every block's adapter
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5, what
+    # The adapters agree to float32 rounding, but AdamW divides by sqrt(v): on an element whose gradient is near zero,
+    # a rounding difference in the gradient becomes a visible difference in the step (one element of 24576 was
+    # 1.6e-5 off on one CPU, every other within 1e-6). A wrong gradient changes many elements by up to lr (1e-3) a step.
+    diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    assert float(diff.max()) < 1e-4 and int((diff > 1e-6).sum()) <= 8, (what, float(diff.max()),
+                                                                         int((diff > 1e-6).sum()))
 
 
 def test_two_ranks_train_what_one_process_trains_sharded_and_sequence_parallel(comfy_host, tmp_path):
